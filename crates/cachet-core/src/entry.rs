@@ -1,0 +1,331 @@
+//! What the index records about an entry, and the identifiers it uses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::key::CacheKey;
+
+/// The digest of an entry's raw (uncompressed, encoded) content.
+///
+/// xxh3-128 detects corruption; SHA-256 is used instead when signing is on, because a
+/// non-cryptographic hash can be forged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentDigest {
+    /// xxh3-128 of the raw content.
+    Xxh3_128(u128),
+    /// SHA-256 of the raw content.
+    Sha256([u8; 32]),
+}
+
+impl ContentDigest {
+    /// The algorithm's name as written in the index and in blob paths: `xxh3-128` or `sha256`.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            ContentDigest::Xxh3_128(_) => "xxh3-128",
+            ContentDigest::Sha256(_) => "sha256",
+        }
+    }
+
+    /// Lowercase hex of the digest (big-endian for xxh3-128).
+    pub fn hex(&self) -> String {
+        match self {
+            ContentDigest::Xxh3_128(v) => format!("{v:032x}"),
+            ContentDigest::Sha256(v) => hex::encode(v),
+        }
+    }
+}
+
+impl fmt::Display for ContentDigest {
+    /// `algorithm:hex`, e.g. `xxh3-128:0123...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm(), self.hex())
+    }
+}
+
+impl FromStr for ContentDigest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::corrupt("content digest", format!("cannot parse `{s}`"));
+        let (algo, hex_part) = s.split_once(':').ok_or_else(bad)?;
+        match algo {
+            "xxh3-128" if hex_part.len() == 32 => u128::from_str_radix(hex_part, 16)
+                .map(ContentDigest::Xxh3_128)
+                .map_err(|_| bad()),
+            "sha256" if hex_part.len() == 64 => {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
+                Ok(ContentDigest::Sha256(out))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The name of a blob: its content digest. Blob names are derived hashes only, never user
+/// strings, so they are safe as object names and path components.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(String);
+
+impl BlobId {
+    /// The blob id of content with this digest: `algorithm-hex`, e.g. `xxh3-128-00ff...`.
+    pub fn from_digest(digest: &ContentDigest) -> Self {
+        BlobId(format!("{}-{}", digest.algorithm(), digest.hex()))
+    }
+
+    /// Parses and validates a blob id (as read back from an index or a listing).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::corrupt("blob id", format!("`{s}` is not a valid blob id"));
+        let (algo, hex_part) = if let Some(rest) = s.strip_prefix("xxh3-128-") {
+            ("xxh3-128", rest)
+        } else if let Some(rest) = s.strip_prefix("sha256-") {
+            ("sha256", rest)
+        } else {
+            return Err(bad());
+        };
+        let want = if algo == "sha256" { 64 } else { 32 };
+        if hex_part.len() != want
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(bad());
+        }
+        Ok(BlobId(s.to_owned()))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digest algorithm part (`xxh3-128` or `sha256`).
+    pub fn algorithm(&self) -> &str {
+        if self.0.starts_with("sha256-") {
+            "sha256"
+        } else {
+            "xxh3-128"
+        }
+    }
+
+    /// The hex digest part.
+    pub fn hex(&self) -> &str {
+        &self.0[self.algorithm().len() + 1..]
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an entry's stored bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// In the index row itself (small values: one round trip).
+    Inline,
+    /// In the blob store, under this content-derived id.
+    Blob(BlobId),
+}
+
+impl Location {
+    /// The blob id, if the value lives in a blob.
+    pub fn blob_id(&self) -> Option<&BlobId> {
+        match self {
+            Location::Blob(id) => Some(id),
+            Location::Inline => None,
+        }
+    }
+}
+
+/// The compression an entry was written with. Each frame records its own codec, and a frame
+/// that does not shrink is stored uncompressed, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4 block compression (fast; the default).
+    Lz4,
+    /// Zstandard at the given level (1..=22).
+    Zstd(i32),
+}
+
+impl Compression {
+    /// The name written in the index: `none`, `lz4`, `zstd:<level>`.
+    pub fn name(&self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Lz4 => "lz4".into(),
+            Compression::Zstd(level) => format!("zstd:{level}"),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+    /// Accepts `none`, `lz4`, `zstd` (level 3) and `zstd:<level>`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd(3)),
+            _ => {
+                let level = s
+                    .strip_prefix("zstd:")
+                    .and_then(|l| l.parse::<i32>().ok())
+                    .filter(|l| (1..=22).contains(l))
+                    .ok_or_else(|| {
+                        Error::config(
+                            "compression",
+                            format!("`{s}` is not one of none, lz4, zstd, zstd:<1..=22>"),
+                        )
+                    })?;
+                Ok(Compression::Zstd(level))
+            }
+        }
+    }
+}
+
+/// What kind of value an entry holds, so a reader knows without decoding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataType {
+    /// Raw bytes, stored as given.
+    Bytes,
+    /// A serde value encoded as MessagePack.
+    MessagePack,
+    /// A serde value encoded as JSON.
+    Json,
+    /// A type written by an extension (name recorded as given).
+    Other(String),
+}
+
+impl DataType {
+    /// The name written in the index.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DataType::Bytes => "bytes",
+            DataType::MessagePack => "msgpack",
+            DataType::Json => "json",
+            DataType::Other(s) => s,
+        }
+    }
+
+    /// Parses an index value; unknown names become [`DataType::Other`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "bytes" => DataType::Bytes,
+            "msgpack" => DataType::MessagePack,
+            "json" => DataType::Json,
+            other => DataType::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the index knows about an entry, without its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryMeta {
+    /// The entry's key.
+    pub key: CacheKey,
+    /// The parameters the key was derived from, as JSON (absent for explicit keys).
+    pub params: Option<serde_json::Value>,
+    /// Inline in the index row, or in a blob.
+    pub location: Location,
+    /// What the value is.
+    pub data_type: DataType,
+    /// The Rust type name given at write time, for humans (informational; not stable across
+    /// compiler versions, never used for decisions).
+    pub type_name: Option<String>,
+    /// Compression requested at write time.
+    pub compression: Compression,
+    /// Size of the raw (encoded, uncompressed) value in bytes.
+    pub raw_size: u64,
+    /// Size of the stored container (frames, headers, compressed payloads) in bytes.
+    pub stored_size: u64,
+    /// Digest of the raw value.
+    pub digest: ContentDigest,
+    /// When the entry was first written.
+    pub created_at: Timestamp,
+    /// When the value or its expiry last changed.
+    pub updated_at: Timestamp,
+    /// When the entry was last read (batched; may lag by the flush interval).
+    pub accessed_at: Timestamp,
+    /// How many times it was read (batched).
+    pub access_count: u64,
+    /// When it expires (interpreted by the cache layer; storage only stores it).
+    pub expires_at: Option<Timestamp>,
+    /// Tags for bulk invalidation.
+    pub tags: Vec<String>,
+    /// User metadata (a JSON object).
+    pub user_metadata: Option<serde_json::Value>,
+    /// HMAC-SHA256 over the entry's identity fields (lowercase hex), when written with signing on.
+    pub signature: Option<String>,
+}
+
+/// An entry as the index stores it: metadata plus, for inline entries, the stored container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryRecord {
+    /// The metadata.
+    pub meta: EntryMeta,
+    /// The stored container bytes when `meta.location` is [`Location::Inline`].
+    pub inline_data: Option<Bytes>,
+}
+
+/// One batched read: the entry was read `hits` times, the last time at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Which entry.
+    pub key: CacheKey,
+    /// When it was last read.
+    pub at: Timestamp,
+    /// How many reads since the last flush.
+    pub hits: u64,
+}
+
+/// Which entries to list. Results are ordered by `(namespace, id)`; page with `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only ids starting with this prefix.
+    pub id_prefix: Option<String>,
+    /// Only entries that expire at or before this time (expired entries, for cleanup).
+    pub expires_at_or_before: Option<Timestamp>,
+    /// Start strictly after this key (the last key of the previous page).
+    pub after: Option<CacheKey>,
+    /// At most this many entries (0 means the backend's default page size, 1000).
+    pub limit: usize,
+}
+
+/// Totals over the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Number of entries.
+    pub entries: u64,
+    /// Entries stored inline in the index.
+    pub inline_entries: u64,
+    /// Sum of raw sizes over all entries.
+    pub raw_bytes: u64,
+    /// Sum of stored sizes over all entries (shared blobs counted once per entry).
+    pub stored_bytes: u64,
+    /// Number of registered blobs (each stored once, however many entries share it).
+    pub blobs: u64,
+    /// Sum of the registered blobs' sizes (what the blob store really holds).
+    pub blob_bytes: u64,
+}

@@ -1,0 +1,403 @@
+//! In-memory reference backends: the simplest correct implementations of the traits, used by
+//! `memory://` URLs, by tests of the layers above, and as the model the conformance suites
+//! were written against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use crate::blob::{BlobBackend, BlobInfo, BlobInfoStream, BlobWriter, ByteStream};
+use crate::capabilities::{BlobCapabilities, MetadataCapabilities};
+use crate::clock::Timestamp;
+use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery, Location};
+use crate::error::{Error, Result};
+use crate::key::CacheKey;
+use crate::metadata::MetadataBackend;
+
+const DEFAULT_PAGE: usize = 1000;
+const STREAM_CHUNK: usize = 1 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated (every mutation is a
+    // single insert/remove), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Clone)]
+struct BlobRegistration {
+    size: u64,
+    lease_until: Timestamp,
+    claimed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryIndex {
+    entries: BTreeMap<CacheKey, EntryRecord>,
+    blobs: HashMap<BlobId, BlobRegistration>,
+}
+
+/// A metadata index held in process memory. Not shared with other processes; lost on exit.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryMetadata {
+    inner: Arc<Mutex<MemoryIndex>>,
+}
+
+impl MemoryMetadata {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MetadataBackend for MemoryMetadata {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> MetadataCapabilities {
+        MetadataCapabilities::all(false)
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
+        Ok(lock(&self.inner).entries.get(key).cloned())
+    }
+
+    async fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        Ok(lock(&self.inner).entries.get(key).map(|r| r.meta.clone()))
+    }
+
+    async fn put(&self, record: EntryRecord) -> Result<Option<EntryMeta>> {
+        let mut index = lock(&self.inner);
+        if let Location::Blob(id) = &record.meta.location {
+            match index.blobs.get(id) {
+                Some(reg) if reg.claimed_at.is_none() => {}
+                Some(_) => {
+                    return Err(Error::Conflict {
+                        what: format!("blob {id}"),
+                        detail: "the blob is being garbage-collected; write it again".into(),
+                    });
+                }
+                None => {
+                    return Err(Error::Conflict {
+                        what: format!("blob {id}"),
+                        detail:
+                            "the blob is not registered (reserve it before committing an entry)"
+                                .into(),
+                    });
+                }
+            }
+        }
+        let key = record.meta.key.clone();
+        Ok(index.entries.insert(key, record).map(|old| old.meta))
+    }
+
+    async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        Ok(lock(&self.inner).entries.remove(key).map(|r| r.meta))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        let limit = if query.limit == 0 {
+            DEFAULT_PAGE
+        } else {
+            query.limit
+        };
+        let index = lock(&self.inner);
+        let matches = |m: &EntryMeta| {
+            query
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| m.key.namespace() == ns)
+                && query
+                    .id_prefix
+                    .as_deref()
+                    .is_none_or(|p| m.key.id().starts_with(p))
+                && query
+                    .expires_at_or_before
+                    .is_none_or(|t| m.expires_at.is_some_and(|e| e <= t))
+        };
+        let iter: Box<dyn Iterator<Item = &EntryRecord>> = match &query.after {
+            Some(after) => Box::new(
+                index
+                    .entries
+                    .range((
+                        std::ops::Bound::Excluded(after.clone()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .map(|(_, r)| r),
+            ),
+            None => Box::new(index.entries.values()),
+        };
+        Ok(iter
+            .map(|r| &r.meta)
+            .filter(|m| matches(m))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn record_access(&self, accesses: &[AccessRecord]) -> Result<()> {
+        let mut index = lock(&self.inner);
+        for access in accesses {
+            if let Some(record) = index.entries.get_mut(&access.key) {
+                record.meta.accessed_at = record.meta.accessed_at.max(access.at);
+                record.meta.access_count = record.meta.access_count.saturating_add(access.hits);
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_expiry(
+        &self,
+        key: &CacheKey,
+        expires_at: Option<Timestamp>,
+        updated_at: Timestamp,
+        signature: Option<String>,
+    ) -> Result<bool> {
+        let mut index = lock(&self.inner);
+        match index.entries.get_mut(key) {
+            Some(record) => {
+                record.meta.expires_at = expires_at;
+                record.meta.updated_at = updated_at;
+                record.meta.signature = signature;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn stats(&self) -> Result<IndexStats> {
+        let index = lock(&self.inner);
+        let mut stats = IndexStats::default();
+        for record in index.entries.values() {
+            stats.entries += 1;
+            if record.meta.location == Location::Inline {
+                stats.inline_entries += 1;
+            }
+            stats.raw_bytes += record.meta.raw_size;
+            stats.stored_bytes += record.meta.stored_size;
+        }
+        for reg in index.blobs.values() {
+            stats.blobs += 1;
+            stats.blob_bytes += reg.size;
+        }
+        Ok(stats)
+    }
+
+    async fn reserve_blob(
+        &self,
+        id: &BlobId,
+        size: u64,
+        lease_until: Timestamp,
+        stale_claim_before: Timestamp,
+    ) -> Result<()> {
+        let mut index = lock(&self.inner);
+        let reg = index.blobs.entry(id.clone()).or_insert(BlobRegistration {
+            size,
+            lease_until,
+            claimed_at: None,
+        });
+        if let Some(claimed_at) = reg.claimed_at {
+            if claimed_at >= stale_claim_before {
+                return Err(Error::Conflict {
+                    what: format!("blob {id}"),
+                    detail: "the blob is being garbage-collected; retry shortly".into(),
+                });
+            }
+            reg.claimed_at = None;
+        }
+        reg.lease_until = reg.lease_until.max(lease_until);
+        reg.size = size;
+        Ok(())
+    }
+
+    async fn claim_unreferenced_blobs(
+        &self,
+        candidates: Option<&[BlobId]>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        let mut index = lock(&self.inner);
+        let referenced: std::collections::HashSet<BlobId> = index
+            .entries
+            .values()
+            .filter_map(|r| r.meta.location.blob_id().cloned())
+            .collect();
+        let eligible = |id: &BlobId, reg: &BlobRegistration| {
+            reg.claimed_at.is_none() && reg.lease_until <= now && !referenced.contains(id)
+        };
+        let mut claimed = Vec::new();
+        match candidates {
+            Some(ids) => {
+                for id in ids {
+                    if claimed.len() >= limit {
+                        break;
+                    }
+                    if let Some(reg) = index.blobs.get_mut(id) {
+                        if eligible(id, reg) {
+                            reg.claimed_at = Some(now);
+                            claimed.push(id.clone());
+                        }
+                    }
+                }
+            }
+            None => {
+                for (id, reg) in index.blobs.iter_mut() {
+                    if claimed.len() >= limit {
+                        break;
+                    }
+                    if eligible(id, reg) {
+                        reg.claimed_at = Some(now);
+                        claimed.push(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {
+        let mut index = lock(&self.inner);
+        if index.blobs.contains_key(id) {
+            return Ok(false);
+        }
+        index.blobs.insert(
+            id.clone(),
+            BlobRegistration {
+                size: 0,
+                lease_until: Timestamp(0),
+                claimed_at: Some(now),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()> {
+        let mut index = lock(&self.inner);
+        for id in ids {
+            if index
+                .blobs
+                .get(id)
+                .is_some_and(|reg| reg.claimed_at.is_some())
+            {
+                index.blobs.remove(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A blob store held in process memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryBlobs {
+    inner: Arc<Mutex<HashMap<BlobId, (Bytes, Timestamp)>>>,
+}
+
+impl MemoryBlobs {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl BlobBackend for MemoryBlobs {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities {
+            atomic_publish: true,
+            conditional_put: true,
+            server_side_copy: true,
+            range_read: true,
+            local_only: true,
+            durable: false,
+            max_object_size: None,
+        }
+    }
+
+    async fn put(&self, id: &BlobId, data: Bytes) -> Result<()> {
+        lock(&self.inner).insert(id.clone(), (data, Timestamp::now()));
+        Ok(())
+    }
+
+    async fn writer(&self) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(MemoryBlobWriter {
+            store: self.clone(),
+            buf: BytesMut::new(),
+        }))
+    }
+
+    async fn get(&self, id: &BlobId) -> Result<Bytes> {
+        lock(&self.inner)
+            .get(id)
+            .map(|(data, _)| data.clone())
+            .ok_or_else(|| Error::not_found(format!("blob {id}")))
+    }
+
+    async fn get_stream(&self, id: &BlobId) -> Result<ByteStream> {
+        let data = self.get(id).await?;
+        let chunks: Vec<Result<Bytes>> = (0..data.len())
+            .step_by(STREAM_CHUNK)
+            .map(|start| Ok(data.slice(start..(start + STREAM_CHUNK).min(data.len()))))
+            .collect();
+        Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
+
+    async fn head(&self, id: &BlobId) -> Result<Option<BlobInfo>> {
+        Ok(lock(&self.inner).get(id).map(|(data, modified)| BlobInfo {
+            id: id.clone(),
+            size: data.len() as u64,
+            modified: Some(*modified),
+        }))
+    }
+
+    async fn delete(&self, id: &BlobId) -> Result<bool> {
+        Ok(lock(&self.inner).remove(id).is_some())
+    }
+
+    async fn list(&self) -> Result<BlobInfoStream> {
+        let infos: Vec<Result<BlobInfo>> = lock(&self.inner)
+            .iter()
+            .map(|(id, (data, modified))| {
+                Ok(BlobInfo {
+                    id: id.clone(),
+                    size: data.len() as u64,
+                    modified: Some(*modified),
+                })
+            })
+            .collect();
+        Ok(Box::pin(futures_util::stream::iter(infos)))
+    }
+
+    async fn cleanup_temporary(&self, _older_than: Timestamp) -> Result<u64> {
+        // Unfinished in-memory writes live in their writer and vanish with it.
+        Ok(0)
+    }
+}
+
+struct MemoryBlobWriter {
+    store: MemoryBlobs,
+    buf: BytesMut,
+}
+
+#[async_trait]
+impl BlobWriter for MemoryBlobWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, id: &BlobId) -> Result<()> {
+        let data = self.buf.freeze();
+        self.store.put(id, data).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Blob backend conformance suite (being written).

@@ -1,0 +1,1 @@
+//! Metadata backend conformance suite (being written).

@@ -1,0 +1,754 @@
+//! The engine: `Store` joins a metadata index and a blob store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet_core::{
+    BlobBackend, BlobId, BlobWriter, CacheKey, Compression, DataType, EntryMeta, EntryRecord,
+    Error, IndexStats, ListQuery, Location, MetadataBackend, Result, Timestamp,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::access::{AccessLog, spawn_batch, write_batch_now};
+use crate::config::StoreConfig;
+use crate::encode::{ContainerEncoder, Encoded};
+use crate::format::{self, TrailerInfo};
+use crate::reader::ValueReader;
+use crate::writer::ValueWriter;
+
+/// Values larger than this are encoded and written frame by frame rather than in one buffer.
+const STREAM_WRITE_THRESHOLD: usize = 8 << 20;
+/// Blobs larger than this are read as a stream rather than in one request.
+const STREAM_READ_THRESHOLD: u64 = 8 << 20;
+/// How long a writer waits for a collector to release a blob before giving up.
+const RESERVE_PATIENCE: Duration = Duration::from_secs(30);
+/// How many times a commit is retried when the blob was collected underneath it.
+const COMMIT_ATTEMPTS: u32 = 5;
+/// Blobs claimed per garbage-collection round trip.
+const GC_BATCH: usize = 256;
+
+/// Per-entry options for a write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// When the entry expires (the cache layer decides what that means).
+    pub expires_at: Option<Timestamp>,
+    /// The parameters the key was derived from, stored for queries.
+    pub params: Option<serde_json::Value>,
+    /// Tags for bulk invalidation.
+    pub tags: Vec<String>,
+    /// User metadata (a JSON object).
+    pub user_metadata: Option<serde_json::Value>,
+    /// Overrides the store's compression for this entry.
+    pub compression: Option<Compression>,
+    /// The Rust type name, for humans (set automatically by `put_value`).
+    pub type_name: Option<String>,
+}
+
+/// An entry found in the index, with its inline data if it has any. Reading its value is a
+/// separate step so that the caller can decide (expired? wrong type?) before any blob I/O.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// The entry's metadata (signature already verified when signing is on).
+    pub meta: EntryMeta,
+    inline: Option<Bytes>,
+}
+
+/// What garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Registered blobs no entry referenced any more, deleted.
+    pub blobs_deleted: u64,
+    /// Bytes those blobs occupied.
+    pub bytes_freed: u64,
+    /// Blobs found in the blob store without any registration (crash leftovers), deleted.
+    pub orphans_deleted: u64,
+    /// Abandoned temporary uploads removed.
+    pub temporaries_removed: u64,
+}
+
+pub(crate) enum Container {
+    Memory(Bytes),
+    Streamed(Box<dyn BlobWriter>),
+}
+
+/// The storage engine. Cheap to clone (shared state behind an `Arc`).
+///
+/// Writes: encode → frame, compress, hash (→ sign) → publish blob (or inline) → commit the
+/// index row. Reads: index row → verify signature → inline bytes or streamed blob frames →
+/// verify every frame checksum, the whole-content hash and the digest → decode.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<dyn MetadataBackend>,
+    blobs: Arc<dyn BlobBackend>,
+    config: StoreConfig,
+    access: AccessLog,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("index", &self.inner.meta.name())
+            .field("blobs", &self.inner.blobs.name())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Joins an index and a blob store.
+    pub fn new(
+        meta: Arc<dyn MetadataBackend>,
+        blobs: Arc<dyn BlobBackend>,
+        config: StoreConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let access = AccessLog::new(config.access_flush_interval, config.access_flush_max);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                config,
+                access,
+            }),
+        })
+    }
+
+    /// The metadata index.
+    pub fn metadata_backend(&self) -> &Arc<dyn MetadataBackend> {
+        &self.inner.meta
+    }
+
+    /// The blob store.
+    pub fn blob_backend(&self) -> &Arc<dyn BlobBackend> {
+        &self.inner.blobs
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The current time according to the configured clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.config.clock.now()
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Stores raw bytes.
+    pub async fn put_bytes(
+        &self,
+        key: &CacheKey,
+        data: &[u8],
+        opts: PutOptions,
+    ) -> Result<EntryMeta> {
+        self.put_encoded(key, DataType::Bytes, data, opts).await
+    }
+
+    /// Stores a serde value as MessagePack (struct fields by name).
+    pub async fn put_value<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        mut opts: PutOptions,
+    ) -> Result<EntryMeta> {
+        let encoded = rmp_serde::to_vec_named(value).map_err(|e| Error::Encode {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?;
+        opts.type_name
+            .get_or_insert_with(|| std::any::type_name::<T>().to_owned());
+        self.put_encoded(key, DataType::MessagePack, &encoded, opts)
+            .await
+    }
+
+    /// Stores a serde value as JSON (human-readable entries).
+    pub async fn put_json<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        mut opts: PutOptions,
+    ) -> Result<EntryMeta> {
+        let encoded = serde_json::to_vec(value).map_err(|e| Error::Encode {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?;
+        opts.type_name
+            .get_or_insert_with(|| std::any::type_name::<T>().to_owned());
+        self.put_encoded(key, DataType::Json, &encoded, opts).await
+    }
+
+    /// Starts a streaming write of raw bytes: memory stays bounded by about two frames whatever
+    /// the value's size. Nothing is visible until [`ValueWriter::finish`].
+    pub fn writer(&self, key: &CacheKey, opts: PutOptions) -> Result<ValueWriter> {
+        ValueWriter::new(self.clone(), key.clone(), DataType::Bytes, opts)
+    }
+
+    pub(crate) fn new_encoder(&self, opts: &PutOptions) -> Result<ContainerEncoder> {
+        let config = &self.inner.config;
+        ContainerEncoder::new(
+            opts.compression.unwrap_or(config.compression),
+            config.frame_size,
+            config.signing_key.is_some(),
+        )
+    }
+
+    async fn put_encoded(
+        &self,
+        key: &CacheKey,
+        data_type: DataType,
+        data: &[u8],
+        opts: PutOptions,
+    ) -> Result<EntryMeta> {
+        if data.len() > STREAM_WRITE_THRESHOLD {
+            let mut writer = ValueWriter::new(self.clone(), key.clone(), data_type, opts)?;
+            for chunk in data.chunks(self.inner.config.frame_size) {
+                writer.write(chunk).await?;
+            }
+            return writer.finish().await;
+        }
+        let mut encoder = self.new_encoder(&opts)?;
+        encoder.push(data)?;
+        let (container, encoded) = encoder.finish()?;
+        self.commit(
+            key,
+            data_type,
+            opts,
+            encoded,
+            Container::Memory(Bytes::from(container)),
+        )
+        .await
+    }
+
+    /// Publishes the container and commits the index row. Used by every write path.
+    pub(crate) async fn commit(
+        &self,
+        key: &CacheKey,
+        data_type: DataType,
+        opts: PutOptions,
+        encoded: Encoded,
+        container: Container,
+    ) -> Result<EntryMeta> {
+        let config = &self.inner.config;
+        let now = self.now();
+        let inline = match &container {
+            Container::Memory(bytes) if bytes.len() <= config.inline_threshold => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        };
+        let location = match inline {
+            Some(_) => Location::Inline,
+            None => Location::Blob(BlobId::from_digest(&encoded.digest)),
+        };
+        let mut meta = EntryMeta {
+            key: key.clone(),
+            params: opts.params,
+            location,
+            data_type,
+            type_name: opts.type_name,
+            compression: opts.compression.unwrap_or(config.compression),
+            raw_size: encoded.raw_size,
+            stored_size: encoded.stored_size,
+            digest: encoded.digest,
+            created_at: now,
+            updated_at: now,
+            accessed_at: now,
+            access_count: 0,
+            expires_at: opts.expires_at,
+            tags: opts.tags,
+            user_metadata: opts.user_metadata,
+            signature: None,
+        };
+        if let Some(signing) = &config.signing_key {
+            meta.signature = Some(signing.sign(&meta));
+        }
+        let record = EntryRecord {
+            meta: meta.clone(),
+            inline_data: inline,
+        };
+        let replaced = match record.inline_data {
+            Some(_) => {
+                if let Container::Streamed(writer) = container {
+                    writer.abort().await?;
+                }
+                self.inner.meta.put(record).await?
+            }
+            None => self.commit_blob(record, container).await?,
+        };
+        if let Some(old_blob) = replaced.as_ref().and_then(|old| old.location.blob_id()) {
+            if Some(old_blob) != meta.location.blob_id() {
+                self.reclaim(std::slice::from_ref(old_blob)).await;
+            }
+        }
+        tracing::debug!(key = %meta.key, raw = meta.raw_size, stored = meta.stored_size, "put");
+        Ok(meta)
+    }
+
+    async fn commit_blob(
+        &self,
+        record: EntryRecord,
+        container: Container,
+    ) -> Result<Option<EntryMeta>> {
+        let id = match &record.meta.location {
+            Location::Blob(id) => id.clone(),
+            Location::Inline => {
+                return Err(Error::corrupt(
+                    &record.meta.key,
+                    "inline record sent to blob commit",
+                ));
+            }
+        };
+        let size = record.meta.stored_size;
+        let mut container = Some(container);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.reserve(&id, size).await?;
+            let existing = self.inner.blobs.head(&id).await?;
+            if existing.is_none_or(|info| info.size != size) {
+                // Missing, or a different encoding of the same content: publish ours (equally valid).
+                match container.take() {
+                    Some(Container::Memory(bytes)) => {
+                        self.inner.blobs.put(&id, bytes.clone()).await?;
+                        container = Some(Container::Memory(bytes));
+                    }
+                    Some(Container::Streamed(writer)) => writer.finish(&id).await?,
+                    None => {
+                        return Err(Error::Conflict {
+                            what: format!("blob {id}"),
+                            detail: "the blob was garbage-collected while this streamed value was being committed; write the value again".into(),
+                        });
+                    }
+                }
+            }
+            match self.inner.meta.put(record.clone()).await {
+                Ok(replaced) => {
+                    if let Some(Container::Streamed(writer)) = container {
+                        // The identical blob already existed: our upload is redundant.
+                        writer.abort().await?;
+                    }
+                    return Ok(replaced);
+                }
+                Err(Error::Conflict { .. }) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(blob = %id, attempt, "blob collected during commit; retrying");
+                }
+                Err(e) => {
+                    if let Some(Container::Streamed(writer)) = container {
+                        let _ = writer.abort().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn reserve(&self, id: &BlobId, size: u64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let now = self.now();
+            let config = &self.inner.config;
+            let stale_before = Timestamp(now.0.saturating_sub(millis(config.stale_claim_after)));
+            match self
+                .inner
+                .meta
+                .reserve_blob(id, size, now.plus(config.blob_lease), stale_before)
+                .await
+            {
+                Err(Error::Conflict { .. }) if started.elapsed() < RESERVE_PATIENCE => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes blobs that no entry references any more (best effort: a blob still under a
+    /// writer's lease is left for the next [`Store::gc`]).
+    async fn reclaim(&self, ids: &[BlobId]) {
+        let result = async {
+            let claimed = self
+                .inner
+                .meta
+                .claim_unreferenced_blobs(Some(ids), self.now(), ids.len())
+                .await?;
+            self.delete_claimed(&claimed).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not reclaim unreferenced blobs; gc will retry");
+        }
+    }
+
+    /// Deletes claimed blobs and releases their claims; returns (count, bytes).
+    async fn delete_claimed(&self, claimed: &[BlobId]) -> Result<(u64, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        for id in claimed {
+            let size = self
+                .inner
+                .blobs
+                .head(id)
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |i| i.size);
+            match self.inner.blobs.delete(id).await {
+                Ok(true) => {
+                    count += 1;
+                    bytes += size;
+                }
+                Ok(false) => {}
+                // Released anyway: the file becomes an unregistered leftover that a later gc
+                // scan claims again, and writers are not blocked by a claim meanwhile.
+                Err(e) => tracing::warn!(blob = %id, error = %e, "could not delete blob"),
+            }
+        }
+        self.inner.meta.release_claimed_blobs(claimed).await?;
+        Ok((count, bytes))
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Finds an entry. With signing on, an unsigned or mis-signed entry is `Error::Tampered`.
+    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        let Some(record) = self.inner.meta.get(key).await? else {
+            return Ok(None);
+        };
+        self.verify_signature(&record.meta)?;
+        Ok(Some(StoredEntry {
+            meta: record.meta,
+            inline: record.inline_data,
+        }))
+    }
+
+    fn verify_signature(&self, meta: &EntryMeta) -> Result<()> {
+        match &self.inner.config.signing_key {
+            Some(signing) => signing.verify(meta),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads and verifies an entry's raw (encoded) content, whatever its data type.
+    pub async fn read_raw(&self, entry: &StoredEntry) -> Result<Bytes> {
+        let what = entry.meta.key.to_string();
+        let (raw, info) = match (&entry.meta.location, &entry.inline) {
+            (Location::Inline, Some(stored)) => {
+                format::decode_all(&what, stored.clone(), entry.meta.raw_size)?
+            }
+            (Location::Inline, None) => {
+                return Err(Error::corrupt(&what, "inline entry without data"));
+            }
+            (Location::Blob(id), _) if entry.meta.stored_size <= STREAM_READ_THRESHOLD => {
+                let stored = self
+                    .inner
+                    .blobs
+                    .get(id)
+                    .await
+                    .map_err(|e| missing_blob(&what, id, e))?;
+                format::decode_all(&what, stored, entry.meta.raw_size)?
+            }
+            (Location::Blob(_), _) => {
+                let mut reader = self.open_reader(entry).await?;
+                // Capacity is capped so that a damaged size field cannot demand a huge allocation.
+                let cap = usize::try_from(entry.meta.raw_size)
+                    .unwrap_or(usize::MAX)
+                    .min(1 << 30);
+                let mut out = Vec::with_capacity(cap);
+                while let Some(chunk) = reader.next_chunk().await? {
+                    out.extend_from_slice(&chunk);
+                }
+                self.record_access(&entry.meta.key).await;
+                return Ok(Bytes::from(out));
+            }
+        };
+        verify_content(&entry.meta, &info, &raw)?;
+        self.record_access(&entry.meta.key).await;
+        Ok(raw)
+    }
+
+    /// Reads a raw-bytes entry. An entry holding a serde value is `Error::TypeMismatch`.
+    pub async fn read_bytes(&self, entry: &StoredEntry) -> Result<Bytes> {
+        expect_type(&entry.meta, &DataType::Bytes, "bytes")?;
+        self.read_raw(entry).await
+    }
+
+    /// Reads and decodes a serde value (MessagePack or JSON entries).
+    pub async fn read_value<T: DeserializeOwned>(&self, entry: &StoredEntry) -> Result<T> {
+        let expected = std::any::type_name::<T>();
+        let mismatch = |found: String| Error::TypeMismatch {
+            key: entry.meta.key.to_string(),
+            expected: expected.to_owned(),
+            found,
+        };
+        match &entry.meta.data_type {
+            DataType::MessagePack => {
+                let raw = self.read_raw(entry).await?;
+                rmp_serde::from_slice(&raw).map_err(|e| {
+                    mismatch(format!(
+                        "a MessagePack value that does not decode as it ({e})"
+                    ))
+                })
+            }
+            DataType::Json => {
+                let raw = self.read_raw(entry).await?;
+                serde_json::from_slice(&raw)
+                    .map_err(|e| mismatch(format!("a JSON value that does not decode as it ({e})")))
+            }
+            other => Err(mismatch(format!("{other} data"))),
+        }
+    }
+
+    /// Opens a verified stream over an entry's raw content (bounded memory).
+    pub async fn open_reader(&self, entry: &StoredEntry) -> Result<ValueReader> {
+        let what = entry.meta.key.to_string();
+        let source = match (&entry.meta.location, &entry.inline) {
+            (Location::Inline, Some(stored)) => {
+                let stored = stored.clone();
+                Box::pin(futures_util::stream::once(async move { Ok(stored) }))
+                    as cachet_core::ByteStream
+            }
+            (Location::Inline, None) => {
+                return Err(Error::corrupt(&what, "inline entry without data"));
+            }
+            (Location::Blob(id), _) => self
+                .inner
+                .blobs
+                .get_stream(id)
+                .await
+                .map_err(|e| missing_blob(&what, id, e))?,
+        };
+        Ok(ValueReader::new(entry.meta.clone(), source))
+    }
+
+    /// Looks up and reads a raw-bytes entry.
+    pub async fn get_bytes(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        match self.lookup(key).await? {
+            Some(entry) => self.read_bytes(&entry).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up and decodes a serde value.
+    pub async fn get_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
+        match self.lookup(key).await? {
+            Some(entry) => self.read_value(&entry).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up an entry and opens a stream over its content.
+    pub async fn reader(&self, key: &CacheKey) -> Result<Option<ValueReader>> {
+        match self.lookup(key).await? {
+            Some(entry) => {
+                let reader = self.open_reader(&entry).await?;
+                self.record_access(key).await;
+                Ok(Some(reader))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// An entry's metadata without its data (signature verified when signing is on).
+    pub async fn metadata(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        let meta = self.inner.meta.get_meta(key).await?;
+        if let Some(meta) = &meta {
+            self.verify_signature(meta)?;
+        }
+        Ok(meta)
+    }
+
+    /// Whether an entry exists (expired or not: storage does not interpret expiry).
+    pub async fn exists(&self, key: &CacheKey) -> Result<bool> {
+        Ok(self.inner.meta.get_meta(key).await?.is_some())
+    }
+
+    async fn record_access(&self, key: &CacheKey) {
+        if let Some(batch) = self.inner.access.record(key, self.now()) {
+            if let Some(batch) = spawn_batch(&self.inner.meta, batch) {
+                if let Err(e) = write_batch_now(&self.inner.meta, batch).await {
+                    tracing::warn!(error = %e, "could not record access times");
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- management
+
+    /// Deletes an entry; its blob is reclaimed when no other entry references it.
+    /// Returns whether the entry existed.
+    pub async fn delete(&self, key: &CacheKey) -> Result<bool> {
+        match self.inner.meta.delete(key).await? {
+            Some(old) => {
+                if let Some(id) = old.location.blob_id() {
+                    self.reclaim(std::slice::from_ref(id)).await;
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Lists entries' metadata (see [`ListQuery`]).
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        self.inner.meta.list(query).await
+    }
+
+    /// Changes an entry's expiry (re-signing it when signing is on). Returns `false` if the key
+    /// does not exist.
+    pub async fn set_expiry(&self, key: &CacheKey, expires_at: Option<Timestamp>) -> Result<bool> {
+        let Some(mut meta) = self.metadata(key).await? else {
+            return Ok(false);
+        };
+        meta.expires_at = expires_at;
+        meta.updated_at = self.now().max(meta.updated_at);
+        let signature = self
+            .inner
+            .config
+            .signing_key
+            .as_ref()
+            .map(|k| k.sign(&meta));
+        self.inner
+            .meta
+            .update_expiry(key, expires_at, meta.updated_at, signature)
+            .await
+    }
+
+    /// Index totals.
+    pub async fn stats(&self) -> Result<IndexStats> {
+        self.inner.meta.stats().await
+    }
+
+    /// Writes pending access times and flushes the index.
+    pub async fn flush(&self) -> Result<()> {
+        write_batch_now(&self.inner.meta, self.inner.access.take_all()).await?;
+        self.inner.meta.flush().await
+    }
+
+    /// Garbage collection: deletes blobs no entry references (once no writer's lease protects
+    /// them), blobs with no registration at all (crash leftovers) and abandoned temporary uploads.
+    ///
+    /// Safe to run while other processes read and write: see `docs/GC.md`.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        loop {
+            let claimed = self
+                .inner
+                .meta
+                .claim_unreferenced_blobs(None, self.now(), GC_BATCH)
+                .await?;
+            if claimed.is_empty() {
+                break;
+            }
+            let (count, bytes) = self.delete_claimed(&claimed).await?;
+            report.blobs_deleted += count;
+            report.bytes_freed += bytes;
+        }
+        let mut listing = self.inner.blobs.list().await?;
+        while let Some(info) = listing.next().await {
+            let info = info?;
+            if self
+                .inner
+                .meta
+                .claim_unregistered_blob(&info.id, self.now())
+                .await?
+            {
+                let (count, bytes) = self.delete_claimed(std::slice::from_ref(&info.id)).await?;
+                report.orphans_deleted += count;
+                report.bytes_freed += bytes;
+            }
+        }
+        let cutoff = Timestamp(
+            self.now()
+                .0
+                .saturating_sub(millis(self.inner.config.temporary_max_age)),
+        );
+        report.temporaries_removed = self.inner.blobs.cleanup_temporary(cutoff).await?;
+        tracing::info!(?report, "gc finished");
+        Ok(report)
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn missing_blob(what: &str, id: &BlobId, e: Error) -> Error {
+    match e {
+        Error::NotFound { .. } => Error::corrupt(
+            what,
+            format!("its blob {id} is missing from the blob store"),
+        ),
+        other => other,
+    }
+}
+
+fn expect_type(meta: &EntryMeta, expected: &DataType, expected_name: &str) -> Result<()> {
+    if &meta.data_type == expected {
+        Ok(())
+    } else {
+        Err(Error::TypeMismatch {
+            key: meta.key.to_string(),
+            expected: expected_name.to_owned(),
+            found: format!("{} data", meta.data_type),
+        })
+    }
+}
+
+/// Checks decoded content against what the index row promises.
+pub(crate) fn verify_content(meta: &EntryMeta, info: &TrailerInfo, raw: &[u8]) -> Result<()> {
+    let mut sha = crate::encode::ContentHasher::new(matches!(
+        meta.digest,
+        cachet_core::ContentDigest::Sha256(_)
+    ));
+    if matches!(meta.digest, cachet_core::ContentDigest::Sha256(_)) {
+        sha.update(raw);
+    }
+    verify_digest(meta, info, sha)
+}
+
+/// Checks size and digest, given a hasher fed with the raw content (SHA-256 only when needed).
+pub(crate) fn verify_digest(
+    meta: &EntryMeta,
+    info: &TrailerInfo,
+    hasher: crate::encode::ContentHasher,
+) -> Result<()> {
+    let what = meta.key.to_string();
+    if info.raw_size != meta.raw_size {
+        return Err(Error::corrupt(
+            &what,
+            format!(
+                "content is {} bytes, the index says {}",
+                info.raw_size, meta.raw_size
+            ),
+        ));
+    }
+    match meta.digest {
+        cachet_core::ContentDigest::Xxh3_128(expected) => {
+            if expected != info.content_xxh3 {
+                return Err(Error::corrupt(
+                    &what,
+                    "content does not match the digest recorded in the index",
+                ));
+            }
+        }
+        cachet_core::ContentDigest::Sha256(expected) => {
+            let (_, actual) = hasher.finish();
+            if actual != cachet_core::ContentDigest::Sha256(expected) {
+                return Err(Error::Tampered {
+                    key: what,
+                    detail: "content does not match its signed SHA-256 digest".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

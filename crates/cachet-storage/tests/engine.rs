@@ -1,0 +1,707 @@
+//! The engine's promises, on the in-memory reference backends (fast; no I/O). The same
+//! fault scenarios on real SQLite files and blob directories live in `embedded.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet_core::memory::{MemoryBlobs, MemoryMetadata};
+use cachet_core::{
+    BlobBackend, CacheKey, Compression, ContentDigest, DataType, EntryRecord, Error, ListQuery,
+    Location, ManualClock, MetadataBackend, Timestamp, params,
+};
+use cachet_storage::{PutOptions, SigningKey, Store, StoreConfig};
+use futures_util::StreamExt;
+
+struct Fixture {
+    store: Store,
+    meta: MemoryMetadata,
+    blobs: MemoryBlobs,
+    clock: ManualClock,
+}
+
+fn fixture_with(config: StoreConfig) -> Fixture {
+    let meta = MemoryMetadata::new();
+    let blobs = MemoryBlobs::new();
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let store = Store::new(
+        Arc::new(meta.clone()),
+        Arc::new(blobs.clone()),
+        config.with_clock(Arc::new(clock.clone())),
+    )
+    .expect("valid config");
+    Fixture {
+        store,
+        meta,
+        blobs,
+        clock,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(StoreConfig::default())
+}
+
+fn key(name: &str) -> CacheKey {
+    CacheKey::derive("", &params! { "name" => name })
+}
+
+/// Pseudo-random, incompressible bytes.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    (0..len.div_ceil(8) as u64)
+        .flat_map(|i| xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), seed).to_le_bytes())
+        .take(len)
+        .collect()
+}
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32]).expect("32 bytes")
+}
+
+async fn blob_of(f: &Fixture, k: &CacheKey) -> cachet_core::BlobId {
+    match f.store.metadata(k).await.unwrap().unwrap().location {
+        Location::Blob(id) => id,
+        Location::Inline => panic!("expected a blob entry"),
+    }
+}
+
+#[tokio::test]
+async fn small_values_are_stored_inline_and_round_trip() {
+    let f = fixture();
+    let meta = f
+        .store
+        .put_bytes(&key("a"), b"hello", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.location, Location::Inline);
+    assert_eq!(meta.raw_size, 5);
+    assert_eq!(
+        f.store.get_bytes(&key("a")).await.unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(f.store.stats().await.unwrap().blobs, 0);
+}
+
+#[tokio::test]
+async fn empty_value_round_trips() {
+    let f = fixture();
+    f.store
+        .put_bytes(&key("empty"), b"", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.get_bytes(&key("empty")).await.unwrap(),
+        Some(Bytes::new())
+    );
+}
+
+#[tokio::test]
+async fn large_values_go_to_a_blob_and_round_trip_across_frames() {
+    let f = fixture_with(StoreConfig::default().with_frame_size(64 << 10));
+    let data = random_bytes(1_000_003, 1);
+    let meta = f
+        .store
+        .put_bytes(&key("big"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(meta.location, Location::Blob(_)));
+    assert_eq!(
+        f.store.get_bytes(&key("big")).await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+}
+
+#[tokio::test]
+async fn serde_values_round_trip_with_their_type_recorded() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Row {
+        id: u32,
+        name: String,
+        score: Option<f64>,
+    }
+    let f = fixture();
+    let rows = vec![
+        Row {
+            id: 1,
+            name: "a".into(),
+            score: Some(0.5),
+        },
+        Row {
+            id: 2,
+            name: "b".into(),
+            score: None,
+        },
+    ];
+    let meta = f
+        .store
+        .put_value(&key("rows"), &rows, PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.data_type, DataType::MessagePack);
+    assert!(meta.type_name.as_deref().unwrap().contains("Row"));
+    let back: Vec<Row> = f.store.get_value(&key("rows")).await.unwrap().unwrap();
+    assert_eq!(back, rows);
+    f.store
+        .put_json(&key("json"), &rows, PutOptions::default())
+        .await
+        .unwrap();
+    let back: Vec<Row> = f.store.get_value(&key("json")).await.unwrap().unwrap();
+    assert_eq!(back, rows);
+}
+
+#[tokio::test]
+async fn wrong_type_requested_is_a_type_mismatch() {
+    let f = fixture();
+    f.store
+        .put_value(&key("n"), &42u32, PutOptions::default())
+        .await
+        .unwrap();
+    let err = f.store.get_value::<String>(&key("n")).await.unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    let err = f.store.get_bytes(&key("n")).await.unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    f.store
+        .put_bytes(&key("b"), b"raw", PutOptions::default())
+        .await
+        .unwrap();
+    let err = f.store.get_value::<u32>(&key("b")).await.unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn identical_content_is_stored_once() {
+    let f = fixture();
+    let data = random_bytes(100_000, 2);
+    f.store
+        .put_bytes(&key("x"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(&key("y"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let stats = f.store.stats().await.unwrap();
+    assert_eq!(stats.entries, 2);
+    assert_eq!(stats.blobs, 1, "the same content must be stored once");
+    assert_eq!(blob_of(&f, &key("x")).await, blob_of(&f, &key("y")).await);
+}
+
+#[tokio::test]
+async fn a_shared_blob_is_removed_only_when_no_entry_references_it() {
+    let f = fixture();
+    let data = random_bytes(100_000, 3);
+    f.store
+        .put_bytes(&key("x"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(&key("y"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("x")).await;
+    f.clock.advance(Duration::from_secs(3600));
+    assert!(f.store.delete(&key("x")).await.unwrap());
+    assert!(
+        f.blobs.head(&id).await.unwrap().is_some(),
+        "still referenced by y"
+    );
+    assert_eq!(
+        f.store.get_bytes(&key("y")).await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+    assert!(f.store.delete(&key("y")).await.unwrap());
+    assert!(
+        f.blobs.head(&id).await.unwrap().is_none(),
+        "unreferenced blob reclaimed on delete"
+    );
+    assert_eq!(f.store.stats().await.unwrap().blobs, 0);
+}
+
+#[tokio::test]
+async fn overwriting_a_key_reclaims_the_old_blob() {
+    let f = fixture();
+    f.store
+        .put_bytes(&key("k"), &random_bytes(50_000, 4), PutOptions::default())
+        .await
+        .unwrap();
+    let old = blob_of(&f, &key("k")).await;
+    f.clock.advance(Duration::from_secs(3600));
+    f.store
+        .put_bytes(&key("k"), &random_bytes(50_000, 5), PutOptions::default())
+        .await
+        .unwrap();
+    assert!(f.blobs.head(&old).await.unwrap().is_none());
+    assert_eq!(f.store.stats().await.unwrap().blobs, 1);
+}
+
+#[tokio::test]
+async fn delete_of_missing_key_returns_false() {
+    let f = fixture();
+    assert!(!f.store.delete(&key("nothing")).await.unwrap());
+}
+
+#[tokio::test]
+async fn blob_under_a_writers_lease_survives_gc_and_is_collected_after() {
+    // A writer crashed after reserving and publishing the blob but before committing its entry.
+    let f = fixture();
+    let data = random_bytes(40_000, 6);
+    let meta = f
+        .store
+        .put_bytes(&key("tmp"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("tmp")).await;
+    // Simulate the crash: the entry row never made it.
+    f.meta.delete(&meta.key).await.unwrap();
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(
+        report.blobs_deleted, 0,
+        "the lease protects a blob whose writer may still commit"
+    );
+    assert!(f.blobs.head(&id).await.unwrap().is_some());
+    f.clock.advance(Duration::from_secs(61));
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(report.blobs_deleted, 1);
+    assert!(f.blobs.head(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn gc_deletes_unregistered_blobs_left_by_a_crash() {
+    let f = fixture();
+    let stray = cachet_core::BlobId::from_digest(&ContentDigest::Xxh3_128(99));
+    f.blobs
+        .put(&stray, Bytes::from_static(b"leftover"))
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(
+            &key("keep"),
+            &random_bytes(30_000, 7),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let kept = blob_of(&f, &key("keep")).await;
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(report.orphans_deleted, 1);
+    assert!(f.blobs.head(&stray).await.unwrap().is_none());
+    assert!(
+        f.blobs.head(&kept).await.unwrap().is_some(),
+        "a referenced blob is never collected"
+    );
+}
+
+#[tokio::test]
+async fn gc_never_deletes_a_blob_a_concurrent_put_is_about_to_reference() {
+    // Interleaving: the writer reserves, the collector runs, then the writer commits.
+    let f = fixture();
+    let data = random_bytes(30_000, 8);
+    f.store
+        .put_bytes(&key("a"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("a")).await;
+    f.clock.advance(Duration::from_secs(3600));
+    // Writer B reserves the same content (it found the blob and will reuse it).
+    let now = f.store.now();
+    f.meta
+        .reserve_blob(&id, 1, now.plus(Duration::from_secs(60)), Timestamp(0))
+        .await
+        .unwrap();
+    // Entry a goes away and a collector runs meanwhile.
+    f.meta.delete(&key("a")).await.unwrap();
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(report.blobs_deleted, 0);
+    // B commits: its entry must be readable.
+    f.store
+        .put_bytes(&key("b"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.get_bytes(&key("b")).await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+}
+
+#[tokio::test]
+async fn commit_against_a_claimed_blob_is_refused_by_the_index() {
+    let f = fixture();
+    let data = random_bytes(30_000, 9);
+    f.store
+        .put_bytes(&key("a"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let record = f.meta.get(&key("a")).await.unwrap().unwrap();
+    let id = blob_of(&f, &key("a")).await;
+    f.meta.delete(&key("a")).await.unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    let claimed = f
+        .meta
+        .claim_unreferenced_blobs(None, f.store.now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![id]);
+    let err = f
+        .meta
+        .put(EntryRecord {
+            meta: record.meta,
+            inline_data: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn truncated_blob_is_reported_corrupt() {
+    let f = fixture();
+    let data = random_bytes(100_000, 10);
+    f.store
+        .put_bytes(&key("t"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("t")).await;
+    let stored = f.blobs.get(&id).await.unwrap();
+    f.blobs
+        .put(&id, stored.slice(..stored.len() - 100))
+        .await
+        .unwrap();
+    let err = f.store.get_bytes(&key("t")).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn flipped_bit_in_a_frame_is_reported_corrupt() {
+    let f = fixture();
+    let data = random_bytes(100_000, 11);
+    f.store
+        .put_bytes(&key("f"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("f")).await;
+    let mut stored = f.blobs.get(&id).await.unwrap().to_vec();
+    stored[5000] ^= 0x10;
+    f.blobs.put(&id, Bytes::from(stored)).await.unwrap();
+    let err = f.store.get_bytes(&key("f")).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn row_pointing_at_a_missing_blob_is_reported_corrupt() {
+    let f = fixture();
+    f.store
+        .put_bytes(&key("m"), &random_bytes(100_000, 12), PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("m")).await;
+    f.blobs.delete(&id).await.unwrap();
+    let err = f.store.get_bytes(&key("m")).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[tokio::test]
+async fn row_pointing_at_another_blob_is_reported_corrupt() {
+    let f = fixture();
+    f.store
+        .put_bytes(&key("a"), &random_bytes(50_000, 13), PutOptions::default())
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(&key("b"), &random_bytes(50_000, 14), PutOptions::default())
+        .await
+        .unwrap();
+    let b_blob = blob_of(&f, &key("b")).await;
+    let mut record = f.meta.get(&key("a")).await.unwrap().unwrap();
+    record.meta.location = Location::Blob(b_blob);
+    f.meta.put(record).await.unwrap();
+    let err = f.store.get_bytes(&key("a")).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn tampered_row_with_signing_on_is_refused() {
+    let f = fixture_with(StoreConfig::default().with_signing_key(signing_key()));
+    f.store
+        .put_value(&key("s"), &"genuine", PutOptions::default())
+        .await
+        .unwrap();
+    let mut record = f.meta.get(&key("s")).await.unwrap().unwrap();
+    record.meta.expires_at = Some(Timestamp(i64::MAX)); // try to extend the TTL
+    f.meta.put(record).await.unwrap();
+    let err = f.store.get_value::<String>(&key("s")).await.unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn tampered_inline_content_with_signing_on_is_refused() {
+    let f = fixture_with(StoreConfig::default().with_signing_key(signing_key()));
+    f.store
+        .put_value(&key("s"), &"genuine", PutOptions::default())
+        .await
+        .unwrap();
+    // Forge a well-formed container for other content with the same length.
+    let forged = fixture();
+    forged
+        .store
+        .put_value(&key("s"), &"forgery", PutOptions::default())
+        .await
+        .unwrap();
+    let forged_record = forged.meta.get(&key("s")).await.unwrap().unwrap();
+    let mut record = f.meta.get(&key("s")).await.unwrap().unwrap();
+    record.inline_data = forged_record.inline_data;
+    f.meta.put(record).await.unwrap();
+    let err = f.store.get_value::<String>(&key("s")).await.unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unsigned_row_with_signing_on_is_refused() {
+    let unsigned = fixture();
+    unsigned
+        .store
+        .put_value(&key("u"), &1u8, PutOptions::default())
+        .await
+        .unwrap();
+    let signed_store = Store::new(
+        Arc::new(unsigned.meta.clone()),
+        Arc::new(unsigned.blobs.clone()),
+        StoreConfig::default().with_signing_key(signing_key()),
+    )
+    .unwrap();
+    let err = signed_store.get_value::<u8>(&key("u")).await.unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+    let err = signed_store.metadata(&key("u")).await.unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn entry_signed_with_another_key_is_refused() {
+    let f = fixture_with(StoreConfig::default().with_signing_key(signing_key()));
+    f.store
+        .put_value(&key("k"), &1u8, PutOptions::default())
+        .await
+        .unwrap();
+    let other = Store::new(
+        Arc::new(f.meta.clone()),
+        Arc::new(f.blobs.clone()),
+        StoreConfig::default().with_signing_key(SigningKey::from_bytes(&[8u8; 32]).unwrap()),
+    )
+    .unwrap();
+    assert!(matches!(
+        other.get_value::<u8>(&key("k")).await,
+        Err(Error::Tampered { .. })
+    ));
+}
+
+#[tokio::test]
+async fn signing_uses_sha256_digests_and_survives_expiry_changes() {
+    let f = fixture_with(StoreConfig::default().with_signing_key(signing_key()));
+    let data = random_bytes(200_000, 15);
+    let meta = f
+        .store
+        .put_bytes(&key("sig"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(meta.digest, ContentDigest::Sha256(_)));
+    assert!(
+        blob_of(&f, &key("sig"))
+            .await
+            .as_str()
+            .starts_with("sha256-")
+    );
+    assert!(
+        f.store
+            .set_expiry(&key("sig"), Some(Timestamp(1)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.get_bytes(&key("sig")).await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+}
+
+#[tokio::test]
+async fn short_signing_key_is_rejected_naming_the_field() {
+    let err = SigningKey::from_bytes(&[1u8; 8]).unwrap_err();
+    assert!(
+        matches!(err, Error::Config { ref field, .. } if field == "signing_key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_store_options_name_the_field() {
+    let meta: Arc<dyn MetadataBackend> = Arc::new(MemoryMetadata::new());
+    let blobs: Arc<dyn BlobBackend> = Arc::new(MemoryBlobs::new());
+    for (config, field) in [
+        (StoreConfig::default().with_frame_size(10), "frame_size"),
+        (
+            StoreConfig::default().with_inline_threshold(64 << 20),
+            "inline_threshold",
+        ),
+        (
+            StoreConfig::default().with_compression(Compression::Zstd(99)),
+            "compression",
+        ),
+    ] {
+        let err = Store::new(meta.clone(), blobs.clone(), config).unwrap_err();
+        assert!(
+            matches!(err, Error::Config { field: ref f, .. } if f == field),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn streamed_value_round_trips_with_bounded_chunks() {
+    let f = fixture();
+    let mut writer = f
+        .store
+        .writer(&key("stream"), PutOptions::default())
+        .unwrap();
+    let mut expected = xxhash_rust::xxh3::Xxh3Default::new();
+    for i in 0..24u64 {
+        let chunk = random_bytes(700_001, i);
+        expected.update(&chunk);
+        writer.write(&chunk).await.unwrap();
+    }
+    let meta = writer.finish().await.unwrap();
+    assert_eq!(meta.raw_size, 24 * 700_001);
+    let mut reader = f.store.reader(&key("stream")).await.unwrap().unwrap();
+    let mut actual = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut largest = 0;
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        largest = largest.max(chunk.len());
+        actual.update(&chunk);
+    }
+    assert_eq!(actual.digest128(), expected.digest128());
+    assert!(largest <= 1 << 20, "chunks are at most one frame");
+}
+
+#[tokio::test]
+async fn streamed_read_of_a_damaged_blob_ends_in_an_error_not_in_eof() {
+    let f = fixture_with(StoreConfig::default().with_frame_size(64 << 10));
+    let data = random_bytes(500_000, 16);
+    f.store
+        .put_bytes(&key("d"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("d")).await;
+    let stored = f.blobs.get(&id).await.unwrap();
+    f.blobs
+        .put(&id, stored.slice(..stored.len() - 40))
+        .await
+        .unwrap(); // trailer gone
+    let reader = f.store.reader(&key("d")).await.unwrap().unwrap();
+    let results: Vec<_> = reader.into_stream().collect().await;
+    assert!(
+        results.last().unwrap().is_err(),
+        "the stream must end with an error"
+    );
+    assert!(results.iter().filter(|r| r.is_ok()).count() <= data.len() / (64 << 10) + 1);
+}
+
+#[tokio::test]
+async fn small_streamed_value_is_stored_inline() {
+    let f = fixture();
+    let mut writer = f.store.writer(&key("tiny"), PutOptions::default()).unwrap();
+    writer.write(b"a few").await.unwrap();
+    writer.write(b" bytes").await.unwrap();
+    let meta = writer.finish().await.unwrap();
+    assert_eq!(meta.location, Location::Inline);
+    assert_eq!(
+        f.store.get_bytes(&key("tiny")).await.unwrap().as_deref(),
+        Some(&b"a few bytes"[..])
+    );
+}
+
+#[tokio::test]
+async fn aborted_writer_leaves_no_entry() {
+    let f = fixture();
+    let mut writer = f.store.writer(&key("gone"), PutOptions::default()).unwrap();
+    writer.write(&random_bytes(3 << 20, 17)).await.unwrap();
+    writer.abort().await.unwrap();
+    assert!(!f.store.exists(&key("gone")).await.unwrap());
+    assert_eq!(f.store.stats().await.unwrap().blobs, 0);
+}
+
+#[tokio::test]
+async fn compressible_arrays_are_stored_at_under_ten_percent() {
+    let f = fixture();
+    let data: Vec<u8> = (0..1_000_000u64)
+        .flat_map(|i| (i as f64).to_le_bytes())
+        .collect();
+    let meta = f
+        .store
+        .put_bytes(&key("arange"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        meta.stored_size * 10 < meta.raw_size,
+        "stored {} of {}",
+        meta.stored_size,
+        meta.raw_size
+    );
+    assert_eq!(
+        f.store.get_bytes(&key("arange")).await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+}
+
+#[tokio::test]
+async fn access_times_are_batched_and_reach_the_index_on_flush() {
+    let f =
+        fixture_with(StoreConfig::default().with_access_flush_interval(Duration::from_secs(3600)));
+    f.store
+        .put_bytes(&key("hot"), b"v", PutOptions::default())
+        .await
+        .unwrap();
+    // The first read flushes (nothing was ever flushed); the next ones accumulate in memory.
+    for _ in 0..5 {
+        f.clock.advance(Duration::from_millis(10));
+        f.store.get_bytes(&key("hot")).await.unwrap();
+    }
+    tokio::task::yield_now().await;
+    let before = f
+        .meta
+        .get_meta(&key("hot"))
+        .await
+        .unwrap()
+        .unwrap()
+        .access_count;
+    assert!(before < 5, "reads must not each write to the index");
+    f.store.flush().await.unwrap();
+    let after = f.meta.get_meta(&key("hot")).await.unwrap().unwrap();
+    assert_eq!(after.access_count, 5);
+    assert_eq!(after.accessed_at, f.store.now());
+}
+
+#[tokio::test]
+async fn list_pages_through_entries_in_key_order() {
+    let f = fixture();
+    for i in 0..25 {
+        let k = CacheKey::explicit("ns", format!("k{i:02}")).unwrap();
+        f.store
+            .put_bytes(&k, b"x", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut query = ListQuery {
+        namespace: Some("ns".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    loop {
+        let page = f.store.list(&query).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        query.after = Some(page.last().unwrap().key.clone());
+        seen.extend(page.into_iter().map(|m| m.key.id().to_owned()));
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(seen, expected);
+}

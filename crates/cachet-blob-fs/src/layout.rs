@@ -1,0 +1,160 @@
+//! Where blobs and temporary uploads live under the root directory.
+//!
+//! ```text
+//! <root>/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex>     published blobs
+//! <root>/tmp/upload-<start_ms>-<pid>-<counter>-<nanos>  uploads in progress
+//! ```
+//!
+//! `algorithm` is [`BlobId::algorithm`] (`xxh3-128` or `sha256`) and `hex` is [`BlobId::hex`]
+//! (lowercase, 32 or 64 characters). Every component below the root comes from a validated
+//! [`BlobId`] or from this module's own temp names, never from a user string, so no path can
+//! leave the root. A listing turns paths back into ids only through [`BlobId::parse`] and
+//! checks that the file sits in the shard its id names.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cachet_core::{BlobId, Timestamp};
+
+/// The digest algorithms whose directories hold blobs, as [`BlobId::algorithm`] names them.
+pub(crate) const ALGORITHMS: [&str; 2] = ["xxh3-128", "sha256"];
+
+/// The directory of uploads in progress.
+pub(crate) const TMP_DIR: &str = "tmp";
+
+/// The prefix of every temporary upload's file name.
+const TMP_PREFIX: &str = "upload-";
+
+/// Path derivation for one root directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout under `root` (an absolute path).
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Layout { root }
+    }
+
+    /// The root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<algorithm>`.
+    pub(crate) fn algorithm_dir(&self, algorithm: &str) -> PathBuf {
+        self.root.join(algorithm)
+    }
+
+    /// The directories from the algorithm directory down to the blob's shard, outermost first:
+    /// `<root>/<algo>`, `<root>/<algo>/<hex[0..2]>`, `<root>/<algo>/<hex[0..2]>/<hex[2..4]>`.
+    pub(crate) fn shard_dirs(&self, id: &BlobId) -> [PathBuf; 3] {
+        let algo = self.algorithm_dir(id.algorithm());
+        let first = algo.join(&id.hex()[0..2]);
+        let second = first.join(&id.hex()[2..4]);
+        [algo, first, second]
+    }
+
+    /// `<root>/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex>`.
+    pub(crate) fn blob_path(&self, id: &BlobId) -> PathBuf {
+        let [_, _, shard] = self.shard_dirs(id);
+        shard.join(id.hex())
+    }
+
+    /// `<root>/tmp`.
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    /// A fresh temp file path in `<root>/tmp`, unique within this process (a counter) and very
+    /// likely across processes (pid and the clock's nanoseconds); files are created with
+    /// `create_new`, so a collision is detected, never clobbered. The name starts with the
+    /// upload's start time so that [`cleanup_temporary`](cachet_core::BlobBackend::cleanup_temporary)
+    /// can tell when an upload began.
+    pub(crate) fn new_temp_path(&self) -> PathBuf {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let start_ms = now.as_millis();
+        let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{TMP_PREFIX}{start_ms}-{}-{counter}-{:08x}",
+            std::process::id(),
+            now.subsec_nanos()
+        );
+        self.tmp_dir().join(name)
+    }
+}
+
+/// The start time recorded in a temp file's name, if it is one of ours.
+pub(crate) fn temp_started_at(name: &str) -> Option<Timestamp> {
+    let rest = name.strip_prefix(TMP_PREFIX)?;
+    let ms = rest.split('-').next()?.parse::<i64>().ok()?;
+    Some(Timestamp(ms))
+}
+
+/// `true` for a two-character lowercase hex shard directory name.
+pub(crate) fn is_shard_name(name: &str) -> bool {
+    name.len() == 2 && is_lower_hex(name)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The blob id of the file `name` found in `<algorithm>/<first>/<second>/`, if it is a valid
+/// id that belongs in exactly that shard; `None` for anything else (foreign files).
+pub(crate) fn parse_blob_file(
+    algorithm: &str,
+    first: &str,
+    second: &str,
+    name: &str,
+) -> Option<BlobId> {
+    let id = BlobId::parse(&format!("{algorithm}-{name}")).ok()?;
+    let in_its_shard = id.algorithm() == algorithm
+        && id.hex() == name
+        && &id.hex()[0..2] == first
+        && &id.hex()[2..4] == second;
+    in_its_shard.then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cachet_core::ContentDigest;
+
+    #[test]
+    fn blob_path_is_sharded_by_algorithm_and_hex_prefix() {
+        let layout = Layout::new(PathBuf::from("/r"));
+        let id = BlobId::from_digest(&ContentDigest::Xxh3_128(0xabcd_ef00 << 96));
+        assert_eq!(
+            layout.blob_path(&id),
+            PathBuf::from("/r/xxh3-128/ab/cd/abcdef00000000000000000000000000")
+        );
+    }
+
+    #[test]
+    fn parse_blob_file_accepts_only_ids_in_their_own_shard() {
+        let hex = "abcdef00000000000000000000000000";
+        assert!(parse_blob_file("xxh3-128", "ab", "cd", hex).is_some());
+        assert!(parse_blob_file("xxh3-128", "ab", "ce", hex).is_none());
+        assert!(parse_blob_file("sha256", "ab", "cd", hex).is_none());
+        assert!(parse_blob_file("xxh3-128", "AB", "CD", &hex.to_uppercase()).is_none());
+        assert!(parse_blob_file("xxh3-128", "ab", "cd", "abcd.tmp").is_none());
+    }
+
+    #[test]
+    fn temp_names_record_their_start_time() {
+        let layout = Layout::new(PathBuf::from("/r"));
+        let before = Timestamp::now();
+        let path = layout.new_temp_path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let started = temp_started_at(name).unwrap();
+        assert!(started >= before && started <= Timestamp::now());
+        assert_ne!(path, layout.new_temp_path());
+        assert_eq!(temp_started_at("foreign"), None);
+    }
+}

@@ -1,1 +1,485 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point for checks, tests, benchmarks and services.
+//!
+//! ```text
+//! cargo xtask ci              everything CI runs, in order, stopping at the first failure
+//! cargo xtask lint            fmt check, clippy, cargo-deny
+//! cargo xtask test            nextest (all tests) + doctests
+//! cargo xtask bench           criterion benches, then the peer comparison
+//! cargo xtask demo            the CLI's demo
+//! cargo xtask services up     start the external services tests need (scripts/services/)
+//! cargo xtask services down   stop them
+//! ```
+//!
+//! With `CI=true` (or `1`) in the environment, output has no color codes, nextest uses its
+//! `ci` profile (`.config/nextest.toml`) and nothing is interactive.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The cargo-deny release installed when the machine has none. Pinned so that every machine
+/// reads `deny.toml` the same way; raise it deliberately (and check `deny.toml` still parses).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// The cargo-deny checks `ci` and `lint` run. `advisories` is left out on purpose: it clones
+/// the RustSec database from GitHub, which this project's machines cannot reach (see the
+/// comment at the top of `deny.toml`). Set `CACHET_DENY_ADVISORIES=1` where the network allows
+/// it to run the full `cargo deny check`.
+const DENY_CHECKS: &[&str] = &["bans", "licenses", "sources"];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci               ensure tools, fmt check, clippy, cargo-deny, tests, doctests
+  lint             fmt check, clippy (-D warnings), cargo-deny
+  test             all tests with cargo-nextest, then doctests
+  bench            cargo bench -p cachet-benches, then the peer comparison
+  demo             run the CLI demo (release build)
+  services up      start the services tests need (scripts/services/up.sh)
+  services down    stop them (scripts/services/down.sh)
+  help             this text
+
+environment:
+  CI=true                     no color, nextest profile `ci`, no prompts
+  CACHET_DENY_ADVISORIES=1    also run cargo-deny's advisories check (needs GitHub access)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Result<()> {
+    let ctx = Ctx::new()?;
+    match args {
+        ["ci"] => ctx.pipeline("ci", &ci_steps(&ctx)),
+        ["lint"] => ctx.pipeline("lint", &lint_steps(&ctx)),
+        ["test"] => ctx.pipeline("test", &test_steps(&ctx)),
+        ["bench"] => ctx.pipeline("bench", &bench_steps()),
+        ["demo"] => ctx.pipeline("demo", &demo_steps()),
+        ["services", action @ ("up" | "down")] => ctx.services(action),
+        [] | ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown command `{}`\n\n{USAGE}", args.join(" ")),
+    }
+}
+
+/// Where and how commands run.
+struct Ctx {
+    /// The workspace root (the parent of `xtask/`).
+    root: PathBuf,
+    /// The cargo that runs us (`$CARGO`), so that every step uses the same toolchain.
+    cargo: OsString,
+    /// Running under CI: plain output, nextest's `ci` profile.
+    ci: bool,
+}
+
+impl Ctx {
+    fn new() -> Result<Self> {
+        // `cargo run` sets CARGO_MANIFEST_DIR at run time too; prefer it to the build-time
+        // value, which is stale if the checkout moved since xtask was built.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir
+            .parent()
+            .context("xtask/ has no parent directory")?
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let ci = std::env::var("CI")
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+            .unwrap_or(false);
+        Ok(Ctx { root, cargo, ci })
+    }
+
+    /// A `cargo` command in the workspace root with the environment CI needs.
+    fn cargo(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.args(args).current_dir(&self.root);
+        if self.ci {
+            cmd.env("CARGO_TERM_COLOR", "never")
+                .env("NO_COLOR", "1")
+                .env("CARGO_TERM_PROGRESS_WHEN", "never")
+                .stdin(Stdio::null());
+        }
+        cmd
+    }
+
+    /// Runs `cargo <args>` in the workspace root.
+    fn run_cargo(&self, args: &[&str]) -> Result<()> {
+        run_command(&mut self.cargo(args), &format!("cargo {}", args.join(" ")))
+    }
+
+    /// Runs `steps` in order, stops at the first failure, then prints a summary table.
+    fn pipeline(&self, name: &str, steps: &[Step]) -> Result<()> {
+        let started = Instant::now();
+        let mut results: Vec<(&str, Duration, Outcome)> = Vec::new();
+        let mut failure = None;
+        for step in steps {
+            println!("\n==> [{name}] {}", step.name);
+            if let Some(note) = step.note {
+                println!("note: {note}");
+            }
+            let t = Instant::now();
+            let result = step.run(self);
+            let elapsed = t.elapsed();
+            match result {
+                Ok(()) => {
+                    println!("<== {} ok ({})", step.name, fmt_duration(elapsed));
+                    results.push((step.name, elapsed, Outcome::Ok));
+                }
+                Err(e) => {
+                    println!("<== {} FAILED ({})", step.name, fmt_duration(elapsed));
+                    results.push((step.name, elapsed, Outcome::Failed));
+                    failure = Some((step.name, e));
+                    break;
+                }
+            }
+        }
+        for step in steps.iter().skip(results.len()) {
+            results.push((step.name, Duration::ZERO, Outcome::Skipped));
+        }
+        print_summary(name, &results, started.elapsed());
+        match failure {
+            Some((step, e)) => {
+                Err(e.context(format!("`cargo xtask {name}` failed at step `{step}`")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `services up|down`: runs `scripts/services/<action>.sh` if the project has one.
+    fn services(&self, action: &str) -> Result<()> {
+        let script = self
+            .root
+            .join("scripts/services")
+            .join(format!("{action}.sh"));
+        if !script.exists() {
+            println!(
+                "no services are configured (no {}): the embedded backends (SQLite, filesystem) \
+                 need none",
+                script.strip_prefix(&self.root).unwrap_or(&script).display()
+            );
+            return Ok(());
+        }
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).current_dir(&self.root);
+        if self.ci {
+            cmd.stdin(Stdio::null());
+        }
+        run_command(&mut cmd, &format!("bash {}", script.display()))
+    }
+}
+
+/// One named step of a pipeline.
+struct Step {
+    name: &'static str,
+    action: Action,
+    /// Printed before the step runs.
+    note: Option<&'static str>,
+}
+
+/// What a step does.
+enum Action {
+    /// Install cargo-nextest and cargo-deny if they are missing.
+    EnsureTools,
+    /// `cargo <args>`.
+    Cargo(Vec<&'static str>),
+    /// `cargo <args>`, after checking that the cargo subcommand `tool` is installed.
+    CargoTool {
+        tool: &'static str,
+        args: Vec<&'static str>,
+    },
+}
+
+impl Step {
+    fn cargo(name: &'static str, args: &[&'static str]) -> Self {
+        Step {
+            name,
+            action: Action::Cargo(args.to_vec()),
+            note: None,
+        }
+    }
+
+    fn cargo_tool(name: &'static str, tool: &'static str, args: Vec<&'static str>) -> Self {
+        Step {
+            name,
+            action: Action::CargoTool { tool, args },
+            note: None,
+        }
+    }
+
+    fn run(&self, ctx: &Ctx) -> Result<()> {
+        match &self.action {
+            Action::EnsureTools => ensure_tools(ctx),
+            Action::Cargo(args) => ctx.run_cargo(args),
+            Action::CargoTool { tool, args } => {
+                require_tool(ctx, tool)?;
+                ctx.run_cargo(args)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+fn ci_steps(ctx: &Ctx) -> Vec<Step> {
+    let mut steps = vec![Step {
+        name: "ensure tools",
+        action: Action::EnsureTools,
+        note: None,
+    }];
+    steps.extend(lint_steps(ctx));
+    steps.extend(test_steps(ctx));
+    steps
+}
+
+fn lint_steps(ctx: &Ctx) -> Vec<Step> {
+    let advisories = env_flag("CACHET_DENY_ADVISORIES");
+    let mut deny_args = vec!["deny", "check"];
+    if !advisories {
+        deny_args.extend_from_slice(DENY_CHECKS);
+    }
+    let mut deny = Step::cargo_tool("cargo deny", "deny", deny_args);
+    deny.note = Some(if advisories {
+        "CACHET_DENY_ADVISORIES is set: every check, advisories included"
+    } else {
+        "advisories not checked: the RustSec database is cloned from GitHub, which these \
+         machines cannot reach (see deny.toml); CACHET_DENY_ADVISORIES=1 adds it"
+    });
+    vec![
+        // rustfmt colors its diffs even into a pipe unless told not to.
+        Step::cargo(
+            "fmt --check",
+            if ctx.ci {
+                &["fmt", "--all", "--", "--check", "--color", "never"]
+            } else {
+                &["fmt", "--all", "--", "--check"]
+            },
+        ),
+        Step::cargo(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        deny,
+    ]
+}
+
+fn test_steps(ctx: &Ctx) -> Vec<Step> {
+    let mut nextest = vec![
+        "nextest",
+        "run",
+        "--workspace",
+        "--all-features",
+        "--no-fail-fast",
+    ];
+    if ctx.ci {
+        nextest.extend_from_slice(&["--profile", "ci"]);
+    }
+    vec![
+        Step::cargo_tool("nextest", "nextest", nextest),
+        // nextest does not run doctests.
+        Step::cargo(
+            "doctests",
+            &["test", "--workspace", "--doc", "--all-features"],
+        ),
+    ]
+}
+
+fn bench_steps() -> Vec<Step> {
+    vec![
+        Step::cargo("criterion benches", &["bench", "-p", "cachet-benches"]),
+        Step::cargo(
+            "peer comparison",
+            &[
+                "run",
+                "--release",
+                "-p",
+                "cachet-benches",
+                "--bin",
+                "compare",
+            ],
+        ),
+    ]
+}
+
+fn demo_steps() -> Vec<Step> {
+    vec![Step::cargo(
+        "demo",
+        &["run", "--release", "-p", "cachet-cli", "--", "demo"],
+    )]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+// ---------------------------------------------------------------------------------------------
+
+/// Installs cargo-nextest and cargo-deny when `cargo <tool> --version` does not answer.
+fn ensure_tools(ctx: &Ctx) -> Result<()> {
+    ensure_tool(ctx, "nextest", &["cargo-nextest", "--locked"])?;
+    ensure_tool(
+        ctx,
+        "deny",
+        &["cargo-deny", "--locked", "--version", CARGO_DENY_VERSION],
+    )?;
+    Ok(())
+}
+
+fn ensure_tool(ctx: &Ctx, subcommand: &str, install: &[&str]) -> Result<()> {
+    if let Some(version) = tool_version(ctx, subcommand) {
+        println!("found {version}");
+        return Ok(());
+    }
+    println!(
+        "cargo {subcommand} is not installed: cargo install {} (this compiles it; minutes on 2 cores)",
+        install.join(" ")
+    );
+    let started = Instant::now();
+    let mut args = vec!["install"];
+    args.extend_from_slice(install);
+    ctx.run_cargo(&args)?;
+    println!("installed in {}", fmt_duration(started.elapsed()));
+    tool_version(ctx, subcommand)
+        .map(|v| println!("found {v}"))
+        .with_context(|| format!("`cargo {subcommand} --version` still fails after installing it"))
+}
+
+/// A clear error, rather than cargo's "no such command", when a tool is missing.
+fn require_tool(ctx: &Ctx, subcommand: &str) -> Result<()> {
+    if tool_version(ctx, subcommand).is_none() {
+        bail!(
+            "`cargo {subcommand}` is not installed; run `cargo xtask ci` (which installs it) or \
+             `cargo install cargo-{subcommand} --locked`"
+        );
+    }
+    Ok(())
+}
+
+/// The first line of `cargo <subcommand> --version`, or `None` when it fails.
+fn tool_version(ctx: &Ctx, subcommand: &str) -> Option<String> {
+    let output = ctx
+        .cargo(&[subcommand, "--version"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Some(text.lines().next().unwrap_or(subcommand).trim().to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Runs a command with inherited output; an error names the command and its exit status.
+fn run_command(cmd: &mut Command, display: &str) -> Result<()> {
+    println!("$ {display}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{display}`"))?;
+    if !status.success() {
+        bail!("`{display}` failed ({status})");
+    }
+    Ok(())
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        .unwrap_or(false)
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 60.0 {
+        format!("{}m{:04.1}s", (secs / 60.0).floor(), secs % 60.0)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+fn print_summary(name: &str, results: &[(&str, Duration, Outcome)], total: Duration) {
+    let width = results
+        .iter()
+        .map(|(step, ..)| step.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    println!("\n{name} summary");
+    println!("{:<width$}  {:>9}  result", "step", "time");
+    println!("{:-<width$}  {:->9}  ------", "", "");
+    for (step, elapsed, outcome) in results {
+        let (time, result) = match outcome {
+            Outcome::Ok => (fmt_duration(*elapsed), "ok"),
+            Outcome::Failed => (fmt_duration(*elapsed), "FAILED"),
+            Outcome::Skipped => ("-".to_owned(), "skipped"),
+        };
+        println!("{step:<width$}  {time:>9}  {result}");
+    }
+    println!("{:-<width$}  {:->9}  ------", "", "");
+    let all_ok = results.iter().all(|(.., o)| *o == Outcome::Ok);
+    println!(
+        "{:<width$}  {:>9}  {}",
+        "total",
+        fmt_duration(total),
+        if all_ok { "ok" } else { "FAILED" }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_under_a_minute_show_seconds() {
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn durations_over_a_minute_show_minutes_and_seconds() {
+        assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05.0s");
+    }
+
+    #[test]
+    fn a_missing_cargo_subcommand_has_no_version() {
+        let ctx = Ctx::new().unwrap();
+        assert_eq!(
+            tool_version(&ctx, "surely-not-an-installed-subcommand"),
+            None
+        );
+        assert!(require_tool(&ctx, "surely-not-an-installed-subcommand").is_err());
+    }
+
+    #[test]
+    fn unknown_command_is_an_error() {
+        assert!(run(&["frobnicate"]).is_err());
+        assert!(run(&["services", "sideways"]).is_err());
+    }
+}

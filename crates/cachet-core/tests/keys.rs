@@ -171,6 +171,20 @@ fn golden_vectors_are_stable() {
         ("", params! { "x" => 1 }, "a03fe66aa1d9cdaabe3d75982d7cc585"),
         ("team-a", params! { "dataset" => "sales-2026", "window" => 30 }, "a005dd0e5efc291f4644e88c00c0c129"),
         ("", nested, "4c1a5afda9a34025aabd43d6ae2db3fe"),
+        ("", params! { "x" => 1.0 }, "b7223b9a7e23eec60d442935e9cd2ea5"),
+        ("", params! { "x" => "1" }, "87c9f826156455cf09f2188d1743f660"),
+        ("models", params! { "dataset" => "sales-2026", "window" => 30 }, "89bfa26627e208d76625ba5c39b0d729"),
+        (
+            "",
+            params! { "layers" => vec![64, 32], "opts" => params! { "depth" => 6, "verbose" => true } },
+            "cd54e280bb5fc9b216998ea66edd7b67",
+        ),
+        ("", params! { "lr" => 0.1, "model" => "xgb" }, "ce4af66e1e7d420e22fdaded8fe01fb7"),
+        (
+            "",
+            params! { "seed" => None::<i64>, "salt" => ParamValue::bytes(vec![0u8, 255]), "eps" => f64::NAN },
+            "eb3101acb15e3e9a3422727db912bf68",
+        ),
     ];
     for (namespace, p, expected) in cases {
         assert_eq!(CacheKey::derive(namespace, &p).id(), expected, "params {p:?} in namespace {namespace:?}");

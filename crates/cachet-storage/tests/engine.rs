@@ -705,3 +705,31 @@ async fn list_pages_through_entries_in_key_order() {
     let expected: Vec<String> = (0..25).map(|i| format!("k{i:02}")).collect();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn signed_message_matches_the_documented_example() {
+    // docs/FORMAT.md §5.2, checked there against an independent Python implementation.
+    let sha = "1".repeat(64);
+    let meta = cachet_core::EntryMeta {
+        key: CacheKey::derive("", &params! { "x" => 1 }),
+        params: Some(serde_json::json!({ "x": 1 })),
+        location: Location::Blob(cachet_core::BlobId::parse(&format!("sha256-{sha}")).unwrap()),
+        data_type: DataType::Bytes,
+        type_name: None,
+        compression: Compression::Lz4,
+        raw_size: 100,
+        stored_size: 80,
+        digest: format!("sha256:{sha}").parse().unwrap(),
+        created_at: Timestamp(1_700_000_000_000),
+        updated_at: Timestamp(1_700_000_000_000),
+        accessed_at: Timestamp(0),
+        access_count: 0,
+        expires_at: Some(Timestamp(1_700_000_060_000)),
+        tags: vec!["b".into(), "a".into()],
+        user_metadata: None,
+        signature: None,
+    };
+    assert_eq!(cachet_storage::signed_message(&meta).len(), 390);
+    let signature = SigningKey::from_bytes(&[0x42; 32]).unwrap().sign(&meta);
+    assert_eq!(signature, "3a4749d81f301d90dd5df0501c827aedb538830f456b3942f4bcf5e68b7a2fba");
+}

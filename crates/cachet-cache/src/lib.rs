@@ -1,1 +1,89 @@
-//! placeholder
+//! # cachet-cache
+//!
+//! Cache semantics over the cachet storage engine: keys derived from parameters, TTL,
+//! an integrity policy, single-flight computation (`get_with`), stats, and a blocking wrapper.
+//! Most users reach it through the `cachet` facade crate.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use cachet_cache::Cache;
+//! use cachet_core::params;
+//!
+//! # let dir = std::env::temp_dir().join(format!("cachet-cache-doc-{}", std::process::id()));
+//! # #[cfg(all(feature = "meta-sqlite", feature = "blob-fs"))]
+//! let cache = Cache::open(&dir).await?; // SQLite index + blobs, one directory
+//! # #[cfg(not(all(feature = "meta-sqlite", feature = "blob-fs")))]
+//! # let cache = Cache::builder().in_memory().build().await?;
+//! let key = params! { "dataset" => "sales-2026", "window" => 30, "model" => "xgb" };
+//!
+//! // Computed once, even when many tasks ask at the same moment.
+//! let table: Vec<(String, f64)> = cache
+//!     .get_with(&key, || async { vec![("north".to_owned(), 1.5), ("south".to_owned(), 2.0)] })
+//!     .await?;
+//!
+//! // Explicit writes, with options.
+//! cache.insert(&key, &table).with_ttl(Duration::from_secs(3600)).with_tag("sales").await?;
+//! cache.insert_bytes("raw/2026-01", b"\x00\x01\x02").with_ttl_str("7d").await?;
+//!
+//! let meta = cache.metadata(&key).await?.expect("just inserted"); // no data loaded
+//! assert_eq!(meta.tags, ["sales"]);
+//! assert_eq!(cache.get::<Vec<(String, f64)>>(&key).await?, Some(table));
+//! assert_eq!(cache.stats().computations, 1);
+//! # drop(cache);
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # Ok::<(), cachet_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Keys
+//! Any [`IntoCacheKey`]: [`Params`](cachet_core::Params) (a key derived in the cache's
+//! namespace; the params are stored with the entry as JSON, so entries can be found by any
+//! parameter), a ready [`CacheKey`](cachet_core::CacheKey), or an explicit string.
+//!
+//! ## TTL
+//! Every entry may expire: per entry (`with_ttl`, `with_ttl_str("7d")`), else the cache's
+//! [`default_ttl`](CacheBuilder::default_ttl), measured from the write; [`Cache::touch`] resets
+//! it. An expired entry is never returned by any method (`expires_at <= now` is a miss), and
+//! [`Cache::cleanup_expired`] deletes expired entries and reclaims their blobs.
+//!
+//! ## Integrity
+//! The engine verifies checksums, the content digest and (with a signing key) the entry's
+//! signature on every read. A failure is treated as a miss, counted in
+//! [`CacheStats::integrity_failures`] and logged with `tracing::warn!` — or, with
+//! [`strict_integrity`](CacheBuilder::strict_integrity), returned as `Error::Corrupt` /
+//! `Error::Tampered`. Wrong data is never returned.
+//!
+//! ## Single flight
+//! [`Cache::get_with`], [`Cache::try_get_with`] and [`Cache::memoize`] run one computation per
+//! missing key in this process, however many tasks ask at once; waiters read the stored
+//! value. A cancelled computation hands over to a waiter; a failed one is reported to the
+//! waiters and not cached. (Coalescing across processes is future work.)
+//!
+//! ## Blocking
+//! [`blocking::Cache`] is the same API for synchronous code; it must not be called from
+//! inside an async runtime (it returns `Error::Unsupported` there instead of panicking).
+//!
+//! ## Features
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `meta-sqlite` | yes | `sqlite://` index URLs; the index of [`Cache::open`] |
+//! | `blob-fs` | yes | `file://` blob URLs; the blobs of [`Cache::open`] |
+//!
+//! Without them only `memory://` (and custom backends) are available.
+
+pub mod blocking;
+mod builder;
+mod cache;
+mod flight;
+mod key;
+mod options;
+mod stats;
+mod writer;
+
+pub use builder::{BLOBS_DIR, CacheBuilder, INDEX_FILE};
+pub use cache::{Cache, CleanupReport, memo_key};
+pub use key::IntoCacheKey;
+pub use options::{Insert, InsertBytes, InsertFuture, InsertOptions, parse_ttl};
+pub use stats::CacheStats;
+pub use writer::CacheWriter;

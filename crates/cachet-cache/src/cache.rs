@@ -1,0 +1,706 @@
+//! The async cache: keys, TTL, integrity policy, single-flight computation, stats.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet_core::{
+    BlobBackend, BlobId, BoxError, CacheKey, EntryMeta, Error, IndexStats, ListQuery,
+    MetadataBackend, ParamValue, Params, Result, Timestamp,
+};
+use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::builder::CacheBuilder;
+use crate::flight::{Flights, Outcome};
+use crate::key::{IntoCacheKey, ResolvedKey};
+use crate::options::{Insert, InsertBytes, InsertOptions};
+use crate::stats::{CacheStats, Counters};
+use crate::writer::CacheWriter;
+
+/// Entries listed per round trip by [`Cache::cleanup_expired`].
+const CLEANUP_PAGE: usize = 1000;
+
+/// A cache of computed values over a [`Store`]: keys derived from parameters, TTL, integrity
+/// policy, single-flight computation, stats.
+///
+/// Cheap to clone; clones and [`namespace`](Self::namespace) views share the store, the
+/// counters and the in-flight computations.
+///
+/// # Promises
+/// - An expired entry (`expires_at <= now`) is never returned, by any method.
+/// - A corrupt or tampered entry is never returned: it is a miss (counted in
+///   [`CacheStats::integrity_failures`] and logged with `tracing::warn!`), or with
+///   [`strict_integrity`](CacheBuilder::strict_integrity) the `Error::Corrupt` /
+///   `Error::Tampered` itself.
+/// - A value of another type than the one requested is `Error::TypeMismatch`, never garbage.
+/// - [`get_with`](Self::get_with) runs one computation per missing key in this process,
+///   however many tasks ask at once.
+#[derive(Clone)]
+pub struct Cache {
+    shared: Arc<Shared>,
+    namespace: Arc<str>,
+}
+
+struct Shared {
+    store: Store,
+    default_ttl: Option<Duration>,
+    strict_integrity: bool,
+    counters: Counters,
+    flights: Flights,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.namespace)
+            .field("store", &self.shared.store)
+            .field("default_ttl", &self.shared.default_ttl)
+            .field("strict_integrity", &self.shared.strict_integrity)
+            .finish()
+    }
+}
+
+/// What [`Cache::cleanup_expired`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CleanupReport {
+    /// Expired entries deleted.
+    pub entries_removed: u64,
+    /// Blobs of those entries that are gone from the blob store afterwards (a blob shared with
+    /// a live entry stays).
+    pub blobs_freed: u64,
+    /// Stored bytes of those blobs.
+    pub bytes_freed: u64,
+    /// What the garbage collection run after the deletions did (it may also have removed
+    /// blobs of earlier deletions and crash leftovers).
+    pub gc: GcReport,
+}
+
+fn is_live(meta: &EntryMeta, now: Timestamp) -> bool {
+    meta.expires_at.is_none_or(|at| at > now)
+}
+
+impl Cache {
+    /// Opens (creating it if needed) the embedded cache in `dir`: a SQLite index at
+    /// `<dir>/index.sqlite` and filesystem blobs under `<dir>/blobs/`, no default TTL.
+    ///
+    /// Needs the `meta-sqlite` and `blob-fs` features (on by default).
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Cache> {
+        Cache::builder().directory(dir.as_ref()).build().await
+    }
+
+    /// A builder for every other setup (URLs, TTL, signing, namespace, ...).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// A cache over an existing store, with no default TTL, lenient integrity and the default
+    /// namespace.
+    pub fn from_store(store: Store) -> Cache {
+        Cache::from_parts(store, None, false, Arc::from(""))
+    }
+
+    /// A cache over custom backends. No capability check is made (see
+    /// [`CacheBuilder::index_backend`] for the checked way).
+    pub fn from_backends(
+        meta: Arc<dyn MetadataBackend>,
+        blobs: Arc<dyn BlobBackend>,
+        config: StoreConfig,
+    ) -> Result<Cache> {
+        Ok(Cache::from_store(Store::new(meta, blobs, config)?))
+    }
+
+    pub(crate) fn from_parts(
+        store: Store,
+        default_ttl: Option<Duration>,
+        strict_integrity: bool,
+        namespace: Arc<str>,
+    ) -> Cache {
+        Cache {
+            shared: Arc::new(Shared {
+                store,
+                default_ttl,
+                strict_integrity,
+                counters: Counters::default(),
+                flights: Flights::default(),
+            }),
+            namespace,
+        }
+    }
+
+    /// The storage engine underneath (for management operations the cache does not wrap).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// This view's namespace (`""` by default).
+    pub fn namespace_name(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The default TTL of new entries, if any.
+    pub fn default_ttl(&self) -> Option<Duration> {
+        self.shared.default_ttl
+    }
+
+    /// A view of the same store in another namespace: the same params give other keys, and
+    /// explicit keys live apart. Counters and in-flight computations are shared.
+    ///
+    /// The name is checked when a key is used: an invalid one (longer than 255 bytes, with
+    /// `/` or control characters) makes keyed operations fail with
+    /// `Error::Config { field: "namespace" }`. Use [`try_namespace`](Self::try_namespace) to
+    /// check it now.
+    pub fn namespace(&self, namespace: &str) -> Cache {
+        Cache {
+            shared: Arc::clone(&self.shared),
+            namespace: Arc::from(namespace),
+        }
+    }
+
+    /// Like [`namespace`](Self::namespace), but checks the name first.
+    pub fn try_namespace(&self, namespace: &str) -> Result<Cache> {
+        cachet_core::key::validate_namespace(namespace)?;
+        Ok(self.namespace(namespace))
+    }
+
+    /// A snapshot of the counters (shared by every view of this cache).
+    pub fn stats(&self) -> CacheStats {
+        self.shared.counters.snapshot()
+    }
+
+    fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
+        key.to_cache_key(&self.namespace)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.shared.store.now()
+    }
+
+    // ---------------------------------------------------------------- integrity policy
+
+    /// Applies the integrity policy to an error: an integrity failure becomes a miss (counted
+    /// and logged) unless strict; any other error is returned.
+    fn integrity<T>(&self, key: &CacheKey, error: Error) -> Result<Option<T>> {
+        if !error.is_integrity_failure() {
+            return Err(error);
+        }
+        self.shared.counters.integrity_failure();
+        tracing::warn!(key = %key, reason = %error, strict = self.shared.strict_integrity,
+            "entry failed its integrity check; treated as a miss unless strict");
+        if self.shared.strict_integrity {
+            Err(error)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A live, verified entry, or `None` (absent, expired, or failed the integrity policy).
+    async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        match self.shared.store.lookup(key).await {
+            Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
+            Ok(_) => Ok(None),
+            Err(e) => self.integrity(key, e),
+        }
+    }
+
+    /// Reads a live value without counting a hit or miss; returns it with its raw size.
+    async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, u64)>> {
+        let Some(entry) = self.lookup_live(key).await? else {
+            return Ok(None);
+        };
+        match self.shared.store.read_value::<T>(&entry).await {
+            Ok(value) => Ok(Some((value, entry.meta.raw_size))),
+            Err(e) => self.integrity(key, e),
+        }
+    }
+
+    fn hit(&self, key: &CacheKey, bytes: u64, waited: bool) {
+        self.shared.counters.hit(bytes);
+        tracing::debug!(key = %key, outcome = "hit", bytes, waited, "get_with");
+    }
+
+    fn count<T>(&self, key: &CacheKey, found: Option<(T, u64)>) -> Option<T> {
+        match found {
+            Some((value, bytes)) => {
+                self.shared.counters.hit(bytes);
+                tracing::debug!(key = %key, outcome = "hit", bytes, "get");
+                Some(value)
+            }
+            None => {
+                self.shared.counters.miss();
+                tracing::debug!(key = %key, outcome = "miss", "get");
+                None
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Reads a serde value; `None` when absent, expired, or (unless strict) damaged.
+    ///
+    /// # Errors
+    /// `Error::TypeMismatch` when the entry holds raw bytes or a value that does not decode
+    /// as `T`; `Error::Config { field: "key" }` for an invalid explicit key; backend errors.
+    pub async fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
+        let key = self.key(&key)?;
+        let found = self.read_value(&key).await?;
+        Ok(self.count(&key, found))
+    }
+
+    /// Reads a raw-bytes entry; `None` when absent, expired, or (unless strict) damaged.
+    ///
+    /// # Errors
+    /// `Error::TypeMismatch` when the entry holds a serde value (use [`get`](Self::get) or
+    /// [`reader`](Self::reader)).
+    pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
+        let key = self.key(&key)?;
+        let found = match self.lookup_live(&key).await? {
+            Some(entry) => match self.shared.store.read_bytes(&entry).await {
+                Ok(bytes) => Some((bytes, entry.meta.raw_size)),
+                Err(e) => self.integrity(&key, e)?,
+            },
+            None => None,
+        };
+        Ok(self.count(&key, found))
+    }
+
+    /// Opens a verified stream over an entry's raw content (any data type), with bounded
+    /// memory. Frame checksums are checked as it is read and the whole-content digest at its
+    /// end: a damaged blob makes a later `next_chunk` fail, never return wrong bytes.
+    pub async fn reader(&self, key: impl IntoCacheKey) -> Result<Option<ValueReader>> {
+        let key = self.key(&key)?;
+        let found = match self.shared.store.reader(&key).await {
+            Ok(Some(reader)) if is_live(reader.meta(), self.now()) => {
+                let bytes = reader.meta().raw_size;
+                Some((reader, bytes))
+            }
+            Ok(_) => None,
+            Err(e) => self.integrity(&key, e)?,
+        };
+        Ok(self.count(&key, found))
+    }
+
+    /// An entry's metadata without loading its data; `None` when absent or expired (or, unless
+    /// strict, when its signature does not verify). The data itself is not checked.
+    pub async fn metadata(&self, key: impl IntoCacheKey) -> Result<Option<EntryMeta>> {
+        let key = self.key(&key)?;
+        self.live_meta(&key).await
+    }
+
+    async fn live_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        match self.shared.store.metadata(key).await {
+            Ok(Some(meta)) if is_live(&meta, self.now()) => Ok(Some(meta)),
+            Ok(_) => Ok(None),
+            Err(e) => self.integrity(key, e),
+        }
+    }
+
+    /// Whether a live entry exists (same rules as [`metadata`](Self::metadata)).
+    pub async fn contains_key(&self, key: impl IntoCacheKey) -> Result<bool> {
+        Ok(self.metadata(key).await?.is_some())
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Stores a serde value (MessagePack). Returns a request: set options, then `.await` it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let key = cachet_core::params! { "model" => "xgb", "depth" => 6 };
+    /// cache.insert(&key, &[0.25f64, 0.75]).with_ttl_str("7d").with_tag("models").await?;
+    /// let back: Option<Vec<f64>> = cache.get(&key).await?;
+    /// assert_eq!(back, Some(vec![0.25, 0.75]));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn insert<'a, T: Serialize + Sync + ?Sized>(
+        &'a self,
+        key: impl IntoCacheKey,
+        value: &'a T,
+    ) -> Insert<'a, T> {
+        Insert::new(self, ResolvedKey::new(&key, &self.namespace), value)
+    }
+
+    /// Stores raw bytes as they are. Returns a request: set options, then `.await` it.
+    pub fn insert_bytes<B: AsRef<[u8]>>(
+        &self,
+        key: impl IntoCacheKey,
+        data: B,
+    ) -> InsertBytes<'_, B> {
+        InsertBytes::new(self, ResolvedKey::new(&key, &self.namespace), data)
+    }
+
+    pub(crate) async fn insert_resolved<T: Serialize + ?Sized>(
+        &self,
+        key: ResolvedKey,
+        value: &T,
+        options: &InsertOptions,
+    ) -> Result<EntryMeta> {
+        let store = &self.shared.store;
+        let put = options.to_put_options(store.now(), self.shared.default_ttl, key.params)?;
+        let meta = if options.is_json() {
+            store.put_json(&key.key, value, put).await?
+        } else {
+            store.put_value(&key.key, value, put).await?
+        };
+        self.record_insert(&meta);
+        Ok(meta)
+    }
+
+    pub(crate) async fn insert_bytes_resolved(
+        &self,
+        key: ResolvedKey,
+        data: &[u8],
+        options: &InsertOptions,
+    ) -> Result<EntryMeta> {
+        let store = &self.shared.store;
+        let put = options.to_put_options(store.now(), self.shared.default_ttl, key.params)?;
+        let meta = store.put_bytes(&key.key, data, put).await?;
+        self.record_insert(&meta);
+        Ok(meta)
+    }
+
+    pub(crate) fn record_insert(&self, meta: &EntryMeta) {
+        self.shared.counters.insert(meta.raw_size);
+        tracing::debug!(key = %meta.key, bytes = meta.raw_size, stored = meta.stored_size, "insert");
+    }
+
+    /// Starts a streaming write of raw bytes (see [`CacheWriter`]).
+    pub async fn writer(&self, key: impl IntoCacheKey) -> Result<CacheWriter> {
+        self.writer_with_options(key, InsertOptions::default())
+            .await
+    }
+
+    /// Starts a streaming write with options.
+    pub async fn writer_with_options(
+        &self,
+        key: impl IntoCacheKey,
+        options: InsertOptions,
+    ) -> Result<CacheWriter> {
+        let key = ResolvedKey::new(&key, &self.namespace)?;
+        Ok(CacheWriter::new(self.clone(), key, options))
+    }
+
+    // ---------------------------------------------------------------- computed values
+
+    /// Returns the cached value, or computes, stores and returns it.
+    ///
+    /// When many tasks of this process ask for the same missing key at once, `init` runs
+    /// once: the others wait and then read the stored value. If the computing task is
+    /// cancelled (dropped) or panics, a waiting task takes over. Every value is cached,
+    /// including `None`, `()` and empty collections. The entry gets the default TTL.
+    ///
+    /// A value that was computed but could not be stored is still returned (the failure is
+    /// logged with `tracing::warn!`).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let key = cachet_core::params! { "dataset" => "sales-2026", "window" => 30 };
+    /// let total: u64 = cache.get_with(&key, || async { (1..=30).sum() }).await?;
+    /// let again: u64 = cache.get_with(&key, || async { unreachable!("cached") }).await?;
+    /// assert_eq!(total, again);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn get_with<T, F, Fut>(&self, key: impl IntoCacheKey, init: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.get_with_options(key, InsertOptions::default(), init)
+            .await
+    }
+
+    /// [`get_with`](Self::get_with), storing a computed value with `options` (TTL, tags, ...).
+    pub async fn get_with_options<T, F, Fut>(
+        &self,
+        key: impl IntoCacheKey,
+        options: InsertOptions,
+        init: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.try_get_with_options(key, options, move || async move {
+            Ok::<T, Infallible>(init().await)
+        })
+        .await
+    }
+
+    /// Like [`get_with`](Self::get_with) for a fallible computation. An error is returned as
+    /// `Error::Compute { key, source }` (the leader gets its own error as `source`; tasks that
+    /// were waiting for it get its message) and is not cached: the next call computes again.
+    pub async fn try_get_with<T, E, F, Fut>(&self, key: impl IntoCacheKey, init: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.try_get_with_options(key, InsertOptions::default(), init)
+            .await
+    }
+
+    /// [`try_get_with`](Self::try_get_with), storing a computed value with `options`.
+    pub async fn try_get_with_options<T, E, F, Fut>(
+        &self,
+        key: impl IntoCacheKey,
+        options: InsertOptions,
+        init: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let cache_key = self.key(&key)?;
+        if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+            self.hit(&cache_key, bytes, false);
+            return Ok(value);
+        }
+
+        // Invalid options fail now, not after an expensive computation.
+        options.to_put_options(self.now(), self.shared.default_ttl, None)?;
+
+        // Missed: join the key's flight (see `flight.rs` for the protocol).
+        let mut flight = self.shared.flights.join(&cache_key);
+        let mut state = loop {
+            let state = flight.lock().await;
+            match flight.outcome_since_ticket(&state) {
+                Some(Outcome::Failed(message)) => {
+                    drop(state);
+                    self.count::<T>(&cache_key, None);
+                    return Err(Error::Compute {
+                        key: cache_key.to_string(),
+                        source: format!("a concurrent computation of this key failed: {message}")
+                            .into(),
+                    });
+                }
+                Some(Outcome::Inserted) => {
+                    // Read without holding the lock, so large reads are not serialized.
+                    drop(state);
+                    flight.renew_ticket();
+                    if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                        self.hit(&cache_key, bytes, true);
+                        return Ok(value);
+                    }
+                }
+                None => {
+                    // Nothing completed since we joined: someone may still have inserted
+                    // (before we joined, or another process).
+                    if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                        drop(state);
+                        self.hit(&cache_key, bytes, true);
+                        return Ok(value);
+                    }
+                    break state;
+                }
+            }
+        };
+
+        // We lead: compute with the lock held, store, record the outcome for the waiters.
+        self.shared.counters.computation();
+        self.shared.counters.miss();
+        tracing::debug!(key = %cache_key, outcome = "miss", "get_with: computing");
+        match init().await {
+            Ok(value) => {
+                let resolved = ResolvedKey {
+                    key: cache_key.clone(),
+                    params: key.params_json(),
+                };
+                match self.insert_resolved(resolved, &value, &options).await {
+                    Ok(_) => flight.complete(&mut state, Outcome::Inserted),
+                    // No outcome recorded: a waiter computes again rather than miss forever.
+                    Err(e) => tracing::warn!(key = %cache_key, error = %e,
+                        "computed value could not be stored; returning it uncached"),
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let source: BoxError = e.into();
+                flight.complete(&mut state, Outcome::Failed(Arc::from(source.to_string())));
+                tracing::debug!(key = %cache_key, error = %source, "get_with: computation failed");
+                Err(Error::Compute {
+                    key: cache_key.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Memoizes a function call: the key is
+    /// `Params { "function": function_name, "args": args }` (args through
+    /// [`ParamValue::from_serialize`]), and the value comes from [`get_with`](Self::get_with).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// async fn slow_square(x: u64) -> u64 { x * x }
+    /// let y: u64 = cache.memoize("slow_square", &(12,), || slow_square(12)).await?;
+    /// assert_eq!(y, 144);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn memoize<T, A, F, Fut>(&self, function_name: &str, args: &A, init: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        A: Serialize + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let key = memo_key(function_name, args)?;
+        self.get_with(key, init).await
+    }
+
+    // ---------------------------------------------------------------- management
+
+    /// Deletes an entry (expired or not); returns whether one existed. Its blob is reclaimed
+    /// when no other entry shares it.
+    pub async fn invalidate(&self, key: impl IntoCacheKey) -> Result<bool> {
+        let key = self.key(&key)?;
+        let removed = self.shared.store.delete(&key).await?;
+        tracing::debug!(key = %key, removed, "invalidate");
+        Ok(removed)
+    }
+
+    /// Resets a live entry's TTL to `ttl` from now (`None`: the cache's default TTL, or no
+    /// expiry when there is none). Returns `false` when there is no live entry (an expired
+    /// entry is not brought back).
+    pub async fn touch(&self, key: impl IntoCacheKey, ttl: Option<Duration>) -> Result<bool> {
+        let key = self.key(&key)?;
+        let ttl = ttl.or(self.shared.default_ttl);
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::config("ttl", "a TTL must be longer than zero"));
+        }
+        if self.live_meta(&key).await?.is_none() {
+            return Ok(false);
+        }
+        let expires_at = ttl.map(|t| self.now().plus(t));
+        let touched = match self.shared.store.set_expiry(&key, expires_at).await {
+            Ok(touched) => touched,
+            Err(e) => self.integrity::<()>(&key, e)?.is_some(),
+        };
+        tracing::debug!(key = %key, touched, ?expires_at, "touch");
+        Ok(touched)
+    }
+
+    /// Deletes every expired entry (in all namespaces), then runs garbage collection.
+    ///
+    /// An entry re-inserted by another writer between the listing and the deletion can be
+    /// deleted too (a lost cache entry, never wrong data).
+    pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
+        let store = &self.shared.store;
+        let now = self.now();
+        let mut report = CleanupReport::default();
+        let mut blobs: HashSet<BlobId> = HashSet::new();
+        let mut sizes: Vec<(BlobId, u64)> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list(&ListQuery {
+                    expires_at_or_before: Some(now),
+                    after: after.take(),
+                    limit: CLEANUP_PAGE,
+                    ..ListQuery::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            let full = page.len() >= CLEANUP_PAGE;
+            for meta in page {
+                if store.delete(&meta.key).await? {
+                    report.entries_removed += 1;
+                    if let Some(id) = meta.location.blob_id() {
+                        if blobs.insert(id.clone()) {
+                            sizes.push((id.clone(), meta.stored_size));
+                        }
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        report.gc = store.gc().await?;
+        for (id, size) in sizes {
+            if store.blob_backend().head(&id).await?.is_none() {
+                report.blobs_freed += 1;
+                report.bytes_freed += size;
+            }
+        }
+        tracing::info!(?report, "cleanup_expired finished");
+        Ok(report)
+    }
+
+    /// Garbage collection of unreferenced blobs (see [`Store::gc`]).
+    pub async fn gc(&self) -> Result<GcReport> {
+        self.shared.store.gc().await
+    }
+
+    /// Writes batched access times and flushes the index.
+    pub async fn flush(&self) -> Result<()> {
+        self.shared.store.flush().await
+    }
+
+    /// Totals over the whole index (all namespaces, expired entries included).
+    pub async fn index_stats(&self) -> Result<IndexStats> {
+        self.shared.store.stats().await
+    }
+}
+
+/// The key [`Cache::memoize`] uses for a call.
+pub fn memo_key<A: Serialize + ?Sized>(function_name: &str, args: &A) -> Result<Params> {
+    Ok(Params::new()
+        .with("function", function_name)
+        .with("args", ParamValue::from_serialize(args)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_flight_map_is_empty_after_computations_end() {
+        let cache = Cache::builder().in_memory().build().await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20u32 {
+            let cache = cache.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{}", i % 4);
+                if i % 3 == 0 {
+                    cache
+                        .try_get_with(key.as_str(), || async { Err::<u32, _>("failed") })
+                        .await
+                        .ok()
+                } else {
+                    cache.get_with(key.as_str(), || async move { i }).await.ok()
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(cache.shared.flights.len(), 0);
+        // A cancelled waiter and leader leave nothing behind either.
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(
+                async move { cache.get_with("pending", std::future::pending::<u32>).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.shared.flights.len(), 1);
+        leader.abort();
+        let _ = leader.await;
+        assert_eq!(cache.shared.flights.len(), 0);
+    }
+}

@@ -48,10 +48,29 @@ fn main() {
                 total += out.len();
             }
             let secs = started.elapsed().as_secs_f64();
+            let mut stored = cachet_storage::format::header().to_vec();
+            let mut frames = 0u32;
+            for frame in data.chunks(1 << 20) {
+                c.encode_frame(frame, &mut stored).expect("encode");
+                frames += 1;
+            }
+            stored.extend_from_slice(&cachet_storage::format::trailer(
+                frames,
+                data.len() as u64,
+                xxhash_rust::xxh3::xxh3_128(data),
+            ));
+            let started = std::time::Instant::now();
+            let mut decoder = cachet_storage::format::FrameDecoder::new("probe");
+            decoder.feed(&stored).expect("feed");
+            while decoder.next_frame().expect("decode").is_some() {}
+            decoder.finish().expect("verified");
+            let decode_secs = started.elapsed().as_secs_f64();
+            let gib = data.len() as f64 / f64::from(1u32 << 30);
             println!(
-                "{name:>10} {compression:>7}: stored {:6.2}% of raw, {:5.2} GiB/s",
+                "{name:>10} {compression:>7}: stored {:6.2}% of raw, encode {:5.2} GiB/s, decode+verify {:5.2} GiB/s",
                 100.0 * total as f64 / data.len() as f64,
-                data.len() as f64 / secs / f64::from(1u32 << 30)
+                gib / secs,
+                gib / decode_secs
             );
         }
     }

@@ -218,9 +218,15 @@ pub fn shuffle(src: &[u8], elem: usize, dst: &mut Vec<u8>) {
     dst.clear();
     dst.resize(src.len(), 0);
     let n = src.len() / elem;
-    for (i, chunk) in src.chunks_exact(elem).enumerate() {
-        for (b, &byte) in chunk.iter().enumerate() {
-            dst[b * n + i] = byte;
+    match elem {
+        4 => shuffle_fixed::<4>(&src[..n * 4], &mut dst[..n * 4]),
+        8 => shuffle_fixed::<8>(&src[..n * 8], &mut dst[..n * 8]),
+        _ => {
+            for (i, chunk) in src.chunks_exact(elem).enumerate() {
+                for (b, &byte) in chunk.iter().enumerate() {
+                    dst[b * n + i] = byte;
+                }
+            }
         }
     }
     dst[n * elem..].copy_from_slice(&src[n * elem..]);
@@ -229,12 +235,53 @@ pub fn shuffle(src: &[u8], elem: usize, dst: &mut Vec<u8>) {
 /// The inverse of [`shuffle`].
 pub fn unshuffle(src: &[u8], elem: usize, dst: &mut [u8]) {
     let n = src.len() / elem;
-    for (i, chunk) in dst.chunks_exact_mut(elem).enumerate() {
-        for (b, byte) in chunk.iter_mut().enumerate() {
-            *byte = src[b * n + i];
+    match elem {
+        4 => unshuffle_fixed::<4>(&src[..n * 4], &mut dst[..n * 4]),
+        8 => unshuffle_fixed::<8>(&src[..n * 8], &mut dst[..n * 8]),
+        _ => {
+            for (i, chunk) in dst.chunks_exact_mut(elem).enumerate() {
+                for (b, byte) in chunk.iter_mut().enumerate() {
+                    *byte = src[b * n + i];
+                }
+            }
         }
     }
     dst[n * elem..].copy_from_slice(&src[n * elem..]);
+}
+
+/// Blocks of this many elements keep the `E` streams of a block in L1 cache.
+const SHUFFLE_BLOCK: usize = 1024;
+
+fn shuffle_fixed<const E: usize>(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / E;
+    let mut start = 0;
+    while start < n {
+        let len = SHUFFLE_BLOCK.min(n - start);
+        let block = &src[start * E..(start + len) * E];
+        for b in 0..E {
+            let out = &mut dst[b * n + start..b * n + start + len];
+            for (o, element) in out.iter_mut().zip(block.chunks_exact(E)) {
+                *o = element[b];
+            }
+        }
+        start += len;
+    }
+}
+
+fn unshuffle_fixed<const E: usize>(src: &[u8], dst: &mut [u8]) {
+    let n = dst.len() / E;
+    let mut start = 0;
+    while start < n {
+        let len = SHUFFLE_BLOCK.min(n - start);
+        let block = &mut dst[start * E..(start + len) * E];
+        for b in 0..E {
+            let stream = &src[b * n + start..b * n + start + len];
+            for (element, &byte) in block.chunks_exact_mut(E).zip(stream) {
+                element[b] = byte;
+            }
+        }
+        start += len;
+    }
 }
 
 fn frame_checksum(head: &[u8], payload: &[u8]) -> u64 {
@@ -282,6 +329,8 @@ pub struct FrameDecoder {
     hasher: Xxh3Default,
     trailer: Option<TrailerInfo>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// Reused buffer for shuffled frames (decompressed here, unshuffled into the output).
+    scratch: Vec<u8>,
 }
 
 impl FrameDecoder {
@@ -296,6 +345,7 @@ impl FrameDecoder {
             hasher: Xxh3Default::new(),
             trailer: None,
             zstd: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -392,24 +442,32 @@ impl FrameDecoder {
         }
         let mut record = self.buf.split_to(FRAME_HEADER_LEN + stored_len);
         record.advance(FRAME_HEADER_LEN);
-        let raw: Bytes = match codec {
+        let frame_no = self.frames;
+        let mut fresh = Vec::new();
+        // A shuffled frame decompresses into the reused scratch buffer and is unshuffled into a
+        // fresh output; a plain one decompresses straight into its output.
+        let out: &mut Vec<u8> = if filter == FILTER_SHUFFLE {
+            &mut self.scratch
+        } else {
+            &mut fresh
+        };
+        out.clear();
+        out.resize(raw_len, 0);
+        match codec {
             CODEC_NONE => {
                 if stored_len != raw_len {
-                    return Err(self.corrupt(format!("frame {} length mismatch", self.frames)));
+                    return Err(self.corrupt(format!("frame {frame_no} length mismatch")));
                 }
-                record.freeze()
             }
             CODEC_LZ4 => {
-                let mut out = vec![0u8; raw_len];
-                let n = lz4_flex::block::decompress_into(&record, &mut out)
-                    .map_err(|e| self.corrupt(format!("frame {}: lz4: {e}", self.frames)))?;
+                let n = lz4_flex::block::decompress_into(&record, out).map_err(|e| {
+                    Error::corrupt(&self.what, format!("frame {frame_no}: lz4: {e}"))
+                })?;
                 if n != raw_len {
-                    return Err(self.corrupt(format!(
-                        "frame {} decompressed to the wrong length",
-                        self.frames
-                    )));
+                    return Err(
+                        self.corrupt(format!("frame {frame_no} decompressed to the wrong length"))
+                    );
                 }
-                Bytes::from(out)
             }
             CODEC_ZSTD => {
                 let ctx = match &mut self.zstd {
@@ -418,31 +476,34 @@ impl FrameDecoder {
                         zstd::bulk::Decompressor::new().map_err(|e| Error::backend("zstd", e))?,
                     ),
                 };
-                let mut out = vec![0u8; raw_len];
-                let n = ctx.decompress_to_buffer(&record[..], &mut out[..]);
-                match n {
-                    Ok(n) if n == raw_len => Bytes::from(out),
+                match ctx.decompress_to_buffer(&record[..], &mut out[..]) {
+                    Ok(n) if n == raw_len => {}
                     Ok(_) => {
-                        return Err(self.corrupt(format!(
-                            "frame {} decompressed to the wrong length",
-                            self.frames
-                        )));
+                        return Err(Error::corrupt(
+                            &self.what,
+                            format!("frame {frame_no} decompressed to the wrong length"),
+                        ));
                     }
-                    Err(e) => return Err(self.corrupt(format!("frame {}: zstd: {e}", self.frames))),
+                    Err(e) => {
+                        return Err(Error::corrupt(
+                            &self.what,
+                            format!("frame {frame_no}: zstd: {e}"),
+                        ));
+                    }
                 }
             }
             other => {
-                return Err(
-                    self.corrupt(format!("frame {} uses unknown codec {other}", self.frames))
-                );
+                return Err(self.corrupt(format!("frame {frame_no} uses unknown codec {other}")));
             }
-        };
-        let raw = if filter == FILTER_SHUFFLE {
-            let mut out = vec![0u8; raw.len()];
-            unshuffle(&raw, elem, &mut out);
-            Bytes::from(out)
-        } else {
-            raw
+        }
+        let raw = match (codec, filter) {
+            (CODEC_NONE, _) => record.freeze(),
+            (_, FILTER_SHUFFLE) => {
+                let mut unshuffled = vec![0u8; raw_len];
+                unshuffle(&self.scratch, elem, &mut unshuffled);
+                Bytes::from(unshuffled)
+            }
+            _ => Bytes::from(fresh),
         };
         self.hasher.update(&raw);
         self.frames += 1;

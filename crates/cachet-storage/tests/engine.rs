@@ -731,5 +731,8 @@ fn signed_message_matches_the_documented_example() {
     };
     assert_eq!(cachet_storage::signed_message(&meta).len(), 390);
     let signature = SigningKey::from_bytes(&[0x42; 32]).unwrap().sign(&meta);
-    assert_eq!(signature, "3a4749d81f301d90dd5df0501c827aedb538830f456b3942f4bcf5e68b7a2fba");
+    assert_eq!(
+        signature,
+        "3a4749d81f301d90dd5df0501c827aedb538830f456b3942f4bcf5e68b7a2fba"
+    );
 }

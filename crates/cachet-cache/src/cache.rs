@@ -343,7 +343,7 @@ impl Cache {
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
         let store = &self.shared.store;
-        let put = options.to_put_options(store.now(), self.shared.default_ttl, key.params)?;
+        let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         let meta = if options.is_json() {
             store.put_json(&key.key, value, put).await?
         } else {
@@ -360,7 +360,7 @@ impl Cache {
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
         let store = &self.shared.store;
-        let put = options.to_put_options(store.now(), self.shared.default_ttl, key.params)?;
+        let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         let meta = store.put_bytes(&key.key, data, put).await?;
         self.record_insert(&meta);
         Ok(meta)
@@ -470,7 +470,7 @@ impl Cache {
         }
 
         // Invalid options fail now, not after an expensive computation.
-        options.to_put_options(self.now(), self.shared.default_ttl, None)?;
+        options.to_put_options(self.shared.default_ttl, None)?;
 
         // Missed: join the key's flight (see `flight.rs` for the protocol).
         let mut flight = self.shared.flights.join(&cache_key);

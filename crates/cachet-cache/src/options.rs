@@ -4,7 +4,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
-use cachet_core::{Compression, EntryMeta, Error, Result, Timestamp};
+use cachet_core::{Compression, EntryMeta, Error, Result};
 use cachet_storage::PutOptions;
 use serde::Serialize;
 
@@ -158,10 +158,10 @@ impl InsertOptions {
         self.json
     }
 
-    /// The storage options of a write at `now`, checking every option.
+    /// The storage options of a write, checking every option. The TTL counts from the commit
+    /// (for streamed values, from `finish`).
     pub(crate) fn to_put_options(
         &self,
-        now: Timestamp,
         default_ttl: Option<Duration>,
         params: Option<serde_json::Value>,
     ) -> Result<PutOptions> {
@@ -203,7 +203,8 @@ impl InsertOptions {
             }
         }
         Ok(PutOptions {
-            expires_at: ttl.map(|t| now.plus(t)),
+            expires_at: None,
+            ttl,
             params,
             tags: self.tags.clone(),
             user_metadata: self.metadata.clone(),

@@ -94,11 +94,9 @@ impl CacheWriter {
             Some(inner) => Ok(inner),
             slot @ None => {
                 let store = self.cache.store();
-                let put = self.options.to_put_options(
-                    store.now(),
-                    self.cache.default_ttl(),
-                    self.key.params.clone(),
-                )?;
+                let put = self
+                    .options
+                    .to_put_options(self.cache.default_ttl(), self.key.params.clone())?;
                 Ok(slot.insert(store.writer(&self.key.key, put)?))
             }
         }

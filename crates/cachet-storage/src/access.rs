@@ -63,19 +63,67 @@ fn drain(pending: &mut HashMap<CacheKey, (Timestamp, u64)>) -> Vec<AccessRecord>
         .collect()
 }
 
+/// Counts access batches being written in the background, so that `Store::flush` can wait
+/// for them. The count rises before the task is spawned, so no batch can slip past a flush.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn begin(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Returns once no batch is being written.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub(crate) type WriteGate = Arc<InFlight>;
+
+struct EndOnDrop(WriteGate);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// Writes a batch off the caller's path when a tokio runtime is available. Without one, hands
 /// the batch back for the caller to write.
 pub(crate) fn spawn_batch(
     meta: &Arc<dyn MetadataBackend>,
+    gate: &WriteGate,
     batch: Vec<AccessRecord>,
 ) -> Option<Vec<AccessRecord>> {
     if batch.is_empty() {
         return None;
     }
     let meta = Arc::clone(meta);
+    let gate = Arc::clone(gate);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
+            gate.begin();
+            let done = EndOnDrop(gate);
             handle.spawn(async move {
+                let _done = done; // ends the batch even if the write panics
                 if let Err(e) = meta.record_access(&batch).await {
                     tracing::warn!(error = %e, entries = batch.len(), "could not record access times");
                 }

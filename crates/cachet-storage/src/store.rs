@@ -35,6 +35,9 @@ const GC_BATCH: usize = 256;
 pub struct PutOptions {
     /// When the entry expires (the cache layer decides what that means).
     pub expires_at: Option<Timestamp>,
+    /// Expire this long after the entry is committed (for streamed values, after `finish`).
+    /// Takes precedence over `expires_at`.
+    pub ttl: Option<Duration>,
     /// The parameters the key was derived from, stored for queries.
     pub params: Option<serde_json::Value>,
     /// Tags for bulk invalidation.
@@ -89,6 +92,7 @@ struct Inner {
     blobs: Arc<dyn BlobBackend>,
     config: StoreConfig,
     access: AccessLog,
+    access_gate: crate::access::WriteGate,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +120,7 @@ impl Store {
                 blobs,
                 config,
                 access,
+                access_gate: Default::default(),
             }),
         })
     }
@@ -262,7 +267,7 @@ impl Store {
             updated_at: now,
             accessed_at: now,
             access_count: 0,
-            expires_at: opts.expires_at,
+            expires_at: opts.ttl.map(|ttl| now.plus(ttl)).or(opts.expires_at),
             tags: opts.tags,
             user_metadata: opts.user_metadata,
             signature: None,
@@ -573,7 +578,7 @@ impl Store {
 
     async fn record_access(&self, key: &CacheKey) {
         if let Some(batch) = self.inner.access.record(key, self.now()) {
-            if let Some(batch) = spawn_batch(&self.inner.meta, batch) {
+            if let Some(batch) = spawn_batch(&self.inner.meta, &self.inner.access_gate, batch) {
                 if let Err(e) = write_batch_now(&self.inner.meta, batch).await {
                     tracing::warn!(error = %e, "could not record access times");
                 }
@@ -627,8 +632,10 @@ impl Store {
         self.inner.meta.stats().await
     }
 
-    /// Writes pending access times and flushes the index.
+    /// Writes pending access times (waiting for batches already being written) and flushes the
+    /// index.
     pub async fn flush(&self) -> Result<()> {
+        self.inner.access_gate.wait_idle().await;
         write_batch_now(&self.inner.meta, self.inner.access.take_all()).await?;
         self.inner.meta.flush().await
     }

@@ -736,3 +736,43 @@ fn signed_message_matches_the_documented_example() {
         "3a4749d81f301d90dd5df0501c827aedb538830f456b3942f4bcf5e68b7a2fba"
     );
 }
+
+#[tokio::test]
+async fn streamed_value_ttl_counts_from_finish_not_from_the_first_write() {
+    let f = fixture();
+    let opts = PutOptions {
+        ttl: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let mut writer = f.store.writer(&key("slow"), opts).unwrap();
+    writer.write(b"part one").await.unwrap();
+    f.clock.advance(Duration::from_secs(600)); // a slow producer
+    writer.write(b"part two").await.unwrap();
+    let meta = writer.finish().await.unwrap();
+    assert_eq!(
+        meta.expires_at,
+        Some(f.store.now().plus(Duration::from_secs(60)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_access_batches_already_being_written() {
+    let f = fixture_with(StoreConfig::default().with_access_flush_interval(Duration::ZERO));
+    f.store
+        .put_bytes(&key("hot"), b"v", PutOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        f.store.get_bytes(&key("hot")).await.unwrap(); // each read spawns a batch write
+    }
+    f.store.flush().await.unwrap();
+    assert_eq!(
+        f.meta
+            .get_meta(&key("hot"))
+            .await
+            .unwrap()
+            .unwrap()
+            .access_count,
+        50
+    );
+}

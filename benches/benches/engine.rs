@@ -1,1 +1,348 @@
-fn main() {}
+//! Criterion benchmarks of the cachet engine through its public API.
+//!
+//! Every bench runs on a fresh temporary directory opened with `Cache::open` (the embedded
+//! SQLite index and filesystem blobs with their defaults: LZ4, fsync on publish, no memory
+//! tier), on a tokio current-thread runtime: single-threaded, like one caller. Timed loops run
+//! inside one `block_on` (`iter_custom`), so the runtime's entry cost is not counted per op;
+//! key strings, values and fresh directories are prepared outside the timed region.
+//!
+//! Groups: `small` (100 B puts, hits, misses), `1MiB` (put, get), `256MiB` (streaming put and
+//! get of random and arange data; `CACHET_BENCH_BIG_MIB` overrides the size), `keys` (key
+//! derivation from params), `memo` (a `get_with` hit).
+//!
+//! ```text
+//! cargo bench -p cachet-benches                 # everything (about 3 minutes on 2 cores)
+//! cargo bench -p cachet-benches -- 'small|1MiB' # a subset
+//! ```
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cachet::{Cache, CacheKey, params};
+use cachet_benches::{ChunkSource, MIB, random_bytes, stamp};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A fresh cache on a fresh temporary directory (the directory is removed on drop).
+fn fresh_cache(rt: &Runtime) -> (TempDir, Cache) {
+    let dir = tempfile::Builder::new()
+        .prefix("cachet-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let cache = rt.block_on(Cache::open(dir.path())).expect("open cache");
+    (dir, cache)
+}
+
+/// The size of the large-value group, in MiB (256 unless `CACHET_BENCH_BIG_MIB` says so).
+fn big_mib() -> usize {
+    std::env::var("CACHET_BENCH_BIG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v: &usize| v > 0)
+        .unwrap_or(256)
+}
+
+fn small(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("small");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+
+    let (_dir, cache) = fresh_cache(&rt);
+    let mut next = 0u64;
+    let mut value = random_bytes(100, 1);
+    group.bench_function("put_100B", |b| {
+        b.iter_custom(|iters| {
+            let keys: Vec<String> = (next..next + iters).map(|i| format!("put{i}")).collect();
+            next += iters;
+            rt.block_on(async {
+                let start = Instant::now();
+                for (i, key) in keys.iter().enumerate() {
+                    stamp(&mut value, i as u64);
+                    cache
+                        .insert_bytes(key.as_str(), value.as_slice())
+                        .await
+                        .expect("put");
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    const FILLED: usize = 10_000;
+    let keys: Vec<String> = (0..FILLED).map(|i| format!("hit{i}")).collect();
+    rt.block_on(async {
+        for (i, key) in keys.iter().enumerate() {
+            stamp(&mut value, i as u64);
+            cache
+                .insert_bytes(key.as_str(), value.as_slice())
+                .await
+                .expect("prefill");
+        }
+    });
+    let mut cursor = 0usize;
+    group.bench_function("get_hit_100B", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    cursor = (cursor + 1) % FILLED;
+                    let got = cache.get_bytes(keys[cursor].as_str()).await.expect("get");
+                    black_box(got.expect("hit"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let mut next_miss = 0u64;
+    group.bench_function("get_miss", |b| {
+        b.iter_custom(|iters| {
+            let misses: Vec<String> = (next_miss..next_miss + iters)
+                .map(|i| format!("miss{i}"))
+                .collect();
+            next_miss += iters;
+            rt.block_on(async {
+                let start = Instant::now();
+                for key in &misses {
+                    let got = cache.get_bytes(key.as_str()).await.expect("get");
+                    assert!(black_box(got).is_none());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+fn one_mib(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("1MiB");
+    group
+        .throughput(Throughput::Bytes(MIB as u64))
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+
+    let mut value = random_bytes(MIB, 2);
+    let mut counter = 0u64;
+    group.bench_function("put", |b| {
+        // A fresh directory per sample keeps disk use bounded; opening and removing it is
+        // not timed.
+        b.iter_custom(|iters| {
+            let (dir, cache) = fresh_cache(&rt);
+            let keys: Vec<String> = (0..iters).map(|i| format!("v{i}")).collect();
+            let elapsed = rt.block_on(async {
+                let start = Instant::now();
+                for key in &keys {
+                    counter += 1;
+                    stamp(&mut value, counter);
+                    cache
+                        .insert_bytes(key.as_str(), value.as_slice())
+                        .await
+                        .expect("put");
+                }
+                start.elapsed()
+            });
+            drop(cache);
+            drop(dir);
+            elapsed
+        })
+    });
+
+    const VALUES: usize = 64;
+    let (_dir, cache) = fresh_cache(&rt);
+    let keys: Vec<String> = (0..VALUES).map(|i| format!("v{i}")).collect();
+    rt.block_on(async {
+        for (i, key) in keys.iter().enumerate() {
+            stamp(&mut value, i as u64);
+            cache
+                .insert_bytes(key.as_str(), value.as_slice())
+                .await
+                .expect("prefill");
+        }
+    });
+    let mut cursor = 0usize;
+    group.bench_function("get", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    cursor = (cursor + 1) % VALUES;
+                    let got = cache.get_bytes(keys[cursor].as_str()).await.expect("get");
+                    assert_eq!(black_box(got.expect("hit")).len(), MIB);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Streams `source` into `cache` under `key`.
+async fn stream_put(cache: &Cache, key: &str, source: &mut ChunkSource) {
+    let mut w = cache.writer(key).await.expect("writer");
+    while let Some(chunk) = source.next_chunk() {
+        w.write(chunk).await.expect("write");
+    }
+    w.finish().await.expect("finish");
+}
+
+/// Streams `key` back out of `cache`; returns the byte count.
+async fn stream_get(cache: &Cache, key: &str) -> usize {
+    let mut r = cache.reader(key).await.expect("reader").expect("hit");
+    let mut n = 0;
+    while let Some(chunk) = r.next_chunk().await.expect("read") {
+        n += black_box(chunk).len();
+    }
+    n
+}
+
+fn big(c: &mut Criterion) {
+    let rt = runtime();
+    let size = big_mib() * MIB;
+    let mut group = c.benchmark_group(format!("{}MiB", big_mib()));
+    group
+        .throughput(Throughput::Bytes(size as u64))
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+
+    let mut random = ChunkSource::random(size, 0);
+    let mut arange = ChunkSource::arange(size, 0);
+    let mut tag = 1u64;
+    for (name, source, step) in [
+        ("put_random", &mut random, 1u64),
+        ("put_arange", &mut arange, size as u64 / 8),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (dir, cache) = fresh_cache(&rt);
+                let mut elapsed = Duration::ZERO;
+                for i in 0..iters {
+                    // Distinct content every time: random chunks are re-stamped, arange
+                    // values continue where the last one stopped.
+                    source.restart(tag * step);
+                    tag += 1;
+                    let key = format!("big{i}");
+                    elapsed += rt.block_on(async {
+                        let start = Instant::now();
+                        stream_put(&cache, &key, source).await;
+                        start.elapsed()
+                    });
+                }
+                drop(cache);
+                drop(dir);
+                elapsed
+            })
+        });
+    }
+
+    let (_dir, cache) = fresh_cache(&rt);
+    rt.block_on(async {
+        random.restart(0);
+        stream_put(&cache, "random", &mut random).await;
+        arange.restart(0);
+        stream_put(&cache, "arange", &mut arange).await;
+    });
+    for (name, key) in [("get_random", "random"), ("get_arange", "arange")] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        assert_eq!(stream_get(&cache, key).await, size);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keys");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    let mut window = 0i64;
+    group.bench_function("derive", |b| {
+        b.iter(|| {
+            window += 1;
+            let p = params! {
+                "dataset" => black_box("sales-2026"),
+                "window" => black_box(window),
+                "alpha" => black_box(0.05),
+                "model" => black_box("xgb"),
+            };
+            CacheKey::derive("", &p)
+        })
+    });
+    group.finish();
+}
+
+/// A small serde value for the memoization bench.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Summary {
+    name: String,
+    mean: f64,
+    count: u64,
+}
+
+fn memo(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("memo");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let (_dir, cache) = fresh_cache(&rt);
+    let value = Summary {
+        name: "sales".into(),
+        mean: 41.5,
+        count: 1_000,
+    };
+    rt.block_on(async {
+        let key = params! { "fn" => "summary", "dataset" => "sales" };
+        let first: Summary = cache
+            .get_with(&key, || async { value.clone() })
+            .await
+            .expect("compute");
+        assert_eq!(first, value);
+    });
+    group.bench_function("hit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    // The key is derived from params on every call, as a memoized caller does.
+                    let key = params! { "fn" => "summary", "dataset" => "sales" };
+                    let got: Summary = cache
+                        .get_with(&key, || async { unreachable!("a hit must not recompute") })
+                        .await
+                        .expect("get_with");
+                    black_box(got);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, small, one_mib, big, keys, memo);
+criterion_main!(benches);

@@ -388,7 +388,7 @@ async fn process_killed_between_blob_write_and_index_commit_leaves_no_visible_en
     );
     assert_eq!(store.stats().await.unwrap().blobs, 0);
     let mut left = 0;
-    for entry in walk(&blobs.root().to_path_buf()) {
+    for entry in walk(blobs.root()) {
         if !entry.starts_with(blobs.tmp_dir()) {
             left += 1;
         }
@@ -396,9 +396,9 @@ async fn process_killed_between_blob_write_and_index_commit_leaves_no_visible_en
     assert_eq!(left, 0, "no blob file is left behind");
 }
 
-fn walk(dir: &PathBuf) -> Vec<PathBuf> {
+fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = entry.path();

@@ -8,7 +8,8 @@
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn my_backend_passes_metadata_conformance() {
 //!     cachet_core::testing::metadata::run_all(|| async {
-//!         std::sync::Arc::new(MyBackend::open_fresh().await) as std::sync::Arc<dyn MetadataBackend>
+//!         let backend = MyBackend::open_fresh().await;
+//!         std::sync::Arc::new(backend) as std::sync::Arc<dyn MetadataBackend>
 //!     })
 //!     .await;
 //! }

@@ -1,0 +1,1240 @@
+//! [`SqliteMetadata`]: the [`MetadataBackend`] implementation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+    params, params_from_iter,
+};
+
+use cachet_core::{
+    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryMeta, EntryRecord,
+    Error, IndexStats, ListQuery, Location, MetadataBackend, MetadataCapabilities, Result,
+    Timestamp,
+};
+
+use crate::config::SqliteConfig;
+use crate::error::{BACKEND, sqlite_error};
+use crate::schema;
+
+/// Page size of `list` when `ListQuery::limit` is 0.
+const DEFAULT_PAGE: usize = 1000;
+/// Prepared statements cached per connection (`list` alone has 16 shapes).
+const STATEMENT_CACHE: usize = 64;
+/// `PRAGMA journal_size_limit`: the WAL file is truncated to this after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// The metadata columns, without the key, in the order [`decode_meta`] reads them.
+macro_rules! meta_columns {
+    () => {
+        "params, blob_id, data_type, type_name, compression, raw_size, stored_size, digest, \
+         created_at, updated_at, accessed_at, access_count, expires_at, tags, user_metadata, \
+         signature"
+    };
+}
+
+/// The hot path: one primary-key lookup.
+const GET_SQL: &str = concat!(
+    "SELECT ",
+    meta_columns!(),
+    ", inline_data FROM entries WHERE namespace = ?1 AND id = ?2"
+);
+const GET_META_SQL: &str = concat!(
+    "SELECT ",
+    meta_columns!(),
+    " FROM entries WHERE namespace = ?1 AND id = ?2"
+);
+/// Index of `inline_data` in [`GET_SQL`].
+const INLINE_DATA_COLUMN: usize = 16;
+const DELETE_SQL: &str = concat!(
+    "DELETE FROM entries WHERE namespace = ?1 AND id = ?2 RETURNING ",
+    meta_columns!()
+);
+const UPSERT_SQL: &str = "INSERT INTO entries (namespace, id, params, blob_id, data_type, \
+     type_name, compression, raw_size, stored_size, digest, created_at, updated_at, accessed_at, \
+     access_count, expires_at, tags, user_metadata, signature, inline_data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+     ON CONFLICT (namespace, id) DO UPDATE SET params = excluded.params, \
+     blob_id = excluded.blob_id, data_type = excluded.data_type, \
+     type_name = excluded.type_name, compression = excluded.compression, \
+     raw_size = excluded.raw_size, stored_size = excluded.stored_size, \
+     digest = excluded.digest, created_at = excluded.created_at, \
+     updated_at = excluded.updated_at, accessed_at = excluded.accessed_at, \
+     access_count = excluded.access_count, expires_at = excluded.expires_at, \
+     tags = excluded.tags, user_metadata = excluded.user_metadata, \
+     signature = excluded.signature, inline_data = excluded.inline_data";
+/// `access_count` saturates at `i64::MAX` instead of overflowing into a float.
+const RECORD_ACCESS_SQL: &str = "UPDATE entries SET accessed_at = max(accessed_at, ?3), \
+     access_count = CASE WHEN access_count > 9223372036854775807 - ?4 \
+     THEN 9223372036854775807 ELSE access_count + ?4 END \
+     WHERE namespace = ?1 AND id = ?2";
+const UPDATE_EXPIRY_SQL: &str = "UPDATE entries SET expires_at = ?3, updated_at = ?4, \
+     signature = ?5 WHERE namespace = ?1 AND id = ?2";
+/// Sizes are summed as high and low 32-bit halves so that no sum overflows SQLite's i64.
+const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw_hi, e.raw_lo, e.stored_hi, \
+     e.stored_lo, b.n, b.hi, b.lo FROM \
+     (SELECT count(*) AS n, count(*) - count(blob_id) AS inline_n, \
+      sum(raw_size >> 32) AS raw_hi, sum(raw_size & 4294967295) AS raw_lo, \
+      sum(stored_size >> 32) AS stored_hi, sum(stored_size & 4294967295) AS stored_lo \
+      FROM entries) AS e, \
+     (SELECT count(*) AS n, sum(size >> 32) AS hi, sum(size & 4294967295) AS lo FROM blobs) AS b";
+const BLOB_CLAIM_SQL: &str = "SELECT claimed_at FROM blobs WHERE id = ?1";
+const BLOB_INSERT_SQL: &str =
+    "INSERT INTO blobs (id, size, lease_until, claimed_at) VALUES (?1, ?2, ?3, NULL)";
+const BLOB_RESERVE_SQL: &str = "UPDATE blobs SET size = ?2, \
+     lease_until = max(lease_until, ?3), claimed_at = NULL WHERE id = ?1";
+const CLAIM_CANDIDATE_SQL: &str = "UPDATE blobs SET claimed_at = ?2 WHERE id = ?1 \
+     AND claimed_at IS NULL AND lease_until <= ?2 \
+     AND NOT EXISTS (SELECT 1 FROM entries WHERE entries.blob_id = ?1)";
+const CLAIM_ANY_SQL: &str = "UPDATE blobs SET claimed_at = ?1 WHERE id IN \
+     (SELECT id FROM blobs WHERE claimed_at IS NULL AND lease_until <= ?1 \
+      AND NOT EXISTS (SELECT 1 FROM entries WHERE entries.blob_id = blobs.id) LIMIT ?2) \
+     RETURNING id";
+const CLAIM_UNREGISTERED_SQL: &str = "INSERT INTO blobs (id, size, lease_until, claimed_at) \
+     VALUES (?1, 0, 0, ?2) ON CONFLICT (id) DO NOTHING";
+const RELEASE_SQL: &str = "DELETE FROM blobs WHERE id = ?1 AND claimed_at IS NOT NULL";
+
+/// A metadata index in a SQLite database file (see the [crate docs](crate)).
+///
+/// Cheap to clone (the connections are shared). Every call runs its statements on the calling
+/// thread: reads on one of the reader connections, writes on the single writer connection,
+/// each write in one transaction.
+#[derive(Clone)]
+pub struct SqliteMetadata {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SqliteConfig,
+    /// The file path for messages (`:memory:` for an in-memory index).
+    path: String,
+    writer: Mutex<Connection>,
+    /// Empty when reads go through the writer (in-memory index, or `readers = 0`).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl fmt::Debug for SqliteMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteMetadata")
+            .field("path", &self.inner.path)
+            .field("readers", &self.inner.readers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteMetadata {
+    /// Opens the index described by `config`: validates the options, creates the file (and
+    /// its parent directories) if missing, switches it to WAL, applies pending migrations, and
+    /// opens the reader connections.
+    ///
+    /// # Errors
+    /// - `Error::Config` naming the bad option for an invalid configuration; with field
+    ///   `path` when the file is not a cachet index (another program's database, or not a
+    ///   database at all) or was written by a newer cachet (the message names both schema
+    ///   versions);
+    /// - `Error::Unavailable` when another process holds the write lock past the busy timeout
+    ///   during a migration;
+    /// - `Error::Io` when the parent directory cannot be created.
+    pub fn open(config: SqliteConfig) -> Result<Self> {
+        config.validate()?;
+        let (path, writer, readers) = match config.path() {
+            None => {
+                let path = ":memory:".to_owned();
+                let mut writer = Connection::open_in_memory()
+                    .map_err(|e| sqlite_error("open an in-memory index", &path, e))?;
+                configure(&writer, &config, &path)?;
+                schema::migrate(&mut writer, &path)?;
+                (path, writer, Vec::new())
+            }
+            Some(file) => {
+                let path = file.display().to_string();
+                if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
+                }
+                let mut writer = open_connection(file, &path, &config)?;
+                // Refuse foreign files before changing anything in them.
+                schema::check(&writer, &path)?;
+                enable_wal(&writer, &path, config.busy_timeout())?;
+                writer
+                    .pragma_update(None, "synchronous", config.synchronous().as_str())
+                    .and_then(|()| {
+                        writer.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+                    })
+                    .map_err(|e| sqlite_error("configure the writer connection", &path, e))?;
+                schema::migrate(&mut writer, &path)?;
+                let readers = (0..config.readers())
+                    .map(|_| {
+                        let reader = open_connection(file, &path, &config)?;
+                        reader
+                            .pragma_update(None, "query_only", true)
+                            .map_err(|e| sqlite_error("configure a reader connection", &path, e))?;
+                        Ok(Mutex::new(reader))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (path, writer, readers)
+            }
+        };
+        tracing::debug!(path, readers = readers.len(), "opened the SQLite index");
+        Ok(SqliteMetadata {
+            inner: Arc::new(Inner {
+                config,
+                path,
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Opens the index at a `sqlite://` URL (see [`SqliteConfig::from_url`]).
+    pub fn open_url(url: &str) -> Result<Self> {
+        SqliteConfig::from_url(url)?.open()
+    }
+
+    /// A private in-memory index (one connection; not shared, not durable). For tests.
+    pub fn open_in_memory() -> Result<Self> {
+        SqliteConfig::in_memory().open()
+    }
+
+    /// The configuration this index was opened with.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.inner.config
+    }
+}
+
+fn open_connection(
+    file: &std::path::Path,
+    path: &str,
+    config: &SqliteConfig,
+) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(file, flags).map_err(|e| {
+        if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) {
+            Error::config(
+                "path",
+                format!(
+                    "cannot open {path} ({e}); check that it is a file in a writable directory"
+                ),
+            )
+        } else {
+            sqlite_error("open the index", path, e)
+        }
+    })?;
+    configure(&conn, config, path)?;
+    Ok(conn)
+}
+
+/// Settings every connection gets.
+fn configure(conn: &Connection, config: &SqliteConfig, path: &str) -> Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mmap_size = i64::try_from(config.mmap_size()).unwrap_or(i64::MAX);
+    conn.busy_timeout(config.busy_timeout())
+        .and_then(|()| conn.pragma_update(None, "temp_store", "memory"))
+        .and_then(|()| conn.pragma_update(None, "mmap_size", mmap_size))
+        .map_err(|e| sqlite_error("configure a connection", path, e))
+}
+
+/// Switches the file to WAL (persistent; a no-op when it already is).
+///
+/// Changing the journal mode needs an exclusive lock and SQLite answers `SQLITE_BUSY` at once,
+/// without its busy handler, when another connection (another process opening the same new
+/// file) holds any lock: retry with backoff until the busy timeout.
+fn enable_wal(conn: &Connection, path: &str, busy_timeout: Duration) -> Result<()> {
+    let map = |e: rusqlite::Error| {
+        if schema::is_not_a_database(&e) {
+            schema::not_a_cachet_index(path, "the file is not a SQLite database")
+        } else {
+            sqlite_error("switch the index to WAL", path, e)
+        }
+    };
+    let current: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(map)?;
+    if current.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let deadline = Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)) {
+            Ok(mode) => break mode,
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(map(e)),
+        }
+    };
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path,
+            mode,
+            "SQLite refused WAL journaling (is the index on a network filesystem?); readers \
+             will block on writers"
+        );
+    }
+    Ok(())
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Locks a connection, recovering from a panic of a previous holder (rusqlite rolls back an
+/// unfinished transaction when its guard is dropped during unwinding; rolled back again here
+/// to be sure).
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    match conn.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => {
+            conn.clear_poison();
+            recover(poisoned.into_inner())
+        }
+    }
+}
+
+fn recover(guard: MutexGuard<'_, Connection>) -> MutexGuard<'_, Connection> {
+    if !guard.is_autocommit() {
+        let _ = guard.execute_batch("ROLLBACK");
+    }
+    guard
+}
+
+impl Inner {
+    /// A reader connection: the first free one, else wait for one (round robin).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        if n == 0 {
+            return lock(&self.writer);
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let conn = &self.readers[(start + i) % n];
+            match conn.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    conn.clear_poison();
+                    return recover(poisoned.into_inner());
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&self.readers[start])
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.writer)
+    }
+
+    fn fail<'a, D: fmt::Display + 'a>(
+        &'a self,
+        op: D,
+    ) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
+        move |e| sqlite_error(op, &self.path, e)
+    }
+
+    fn begin<'c>(&self, conn: &'c mut Connection, op: &str) -> Result<Transaction<'c>> {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.fail(format_args!("begin a transaction to {op}")))
+    }
+
+    fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(GET_SQL)
+            .map_err(self.fail("prepare get"))?;
+        let mut rows = stmt
+            .query(params![key.namespace(), key.id()])
+            .map_err(self.fail(format_args!("get {key}")))?;
+        let Some(row) = rows.next().map_err(self.fail(format_args!("get {key}")))? else {
+            return Ok(None);
+        };
+        let columns = Columns {
+            row,
+            offset: 0,
+            key,
+        };
+        let meta = decode_meta(&columns, key.clone())?;
+        let inline_data = columns
+            .opt_blob(INLINE_DATA_COLUMN, "inline_data")?
+            .map(Bytes::copy_from_slice);
+        Ok(Some(EntryRecord { meta, inline_data }))
+    }
+
+    fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(GET_META_SQL)
+            .map_err(self.fail("prepare get_meta"))?;
+        read_meta_row(&mut stmt, key).map_err(|e| match e {
+            RowError::Sqlite(e) => sqlite_error(format_args!("get_meta {key}"), &self.path, e),
+            RowError::Cachet(e) => e,
+        })
+    }
+
+    fn put(&self, record: &EntryRecord) -> Result<Option<EntryMeta>> {
+        let key = &record.meta.key;
+        let row = EncodedRow::new(record)?;
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "put")?;
+        if let Location::Blob(blob) = &record.meta.location {
+            let registration: Option<Option<i64>> = tx
+                .prepare_cached(BLOB_CLAIM_SQL)
+                .and_then(|mut stmt| stmt.query_row([blob.as_str()], |r| r.get(0)).optional())
+                .map_err(self.fail(format_args!("check blob {blob} for put {key}")))?;
+            match registration {
+                Some(None) => {}
+                Some(Some(_)) => {
+                    return Err(Error::Conflict {
+                        what: format!("blob {blob}"),
+                        detail: format!(
+                            "entry {key} references a blob being garbage-collected; write the \
+                             blob again"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::Conflict {
+                        what: format!("blob {blob}"),
+                        detail: format!(
+                            "entry {key} references a blob that is not registered (reserve it \
+                             before committing the entry)"
+                        ),
+                    });
+                }
+            }
+        }
+        let old = {
+            let mut stmt = tx
+                .prepare_cached(GET_META_SQL)
+                .map_err(self.fail("prepare put"))?;
+            match read_meta_row(&mut stmt, key) {
+                Ok(old) => old,
+                Err(RowError::Sqlite(e)) => {
+                    return Err(sqlite_error(format_args!("put {key}"), &self.path, e));
+                }
+                Err(RowError::Cachet(e)) => {
+                    tracing::warn!(key = %key, error = %e, "replacing a corrupt index row");
+                    None
+                }
+            }
+        };
+        tx.prepare_cached(UPSERT_SQL)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    key.namespace(),
+                    key.id(),
+                    row.params,
+                    row.blob_id,
+                    row.data_type,
+                    row.type_name,
+                    row.compression,
+                    row.raw_size,
+                    row.stored_size,
+                    row.digest,
+                    row.created_at,
+                    row.updated_at,
+                    row.accessed_at,
+                    row.access_count,
+                    row.expires_at,
+                    row.tags,
+                    row.user_metadata,
+                    row.signature,
+                    row.inline_data,
+                ])
+            })
+            .map_err(self.fail(format_args!("put {key}")))?;
+        tx.commit()
+            .map_err(self.fail(format_args!("commit put {key}")))?;
+        Ok(old)
+    }
+
+    fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "delete")?;
+        let removed = {
+            let mut stmt = tx
+                .prepare_cached(DELETE_SQL)
+                .map_err(self.fail("prepare delete"))?;
+            match read_meta_row(&mut stmt, key) {
+                Ok(removed) => removed,
+                Err(RowError::Sqlite(e)) => {
+                    return Err(sqlite_error(format_args!("delete {key}"), &self.path, e));
+                }
+                Err(RowError::Cachet(e)) => {
+                    tracing::warn!(key = %key, error = %e, "deleted a corrupt index row");
+                    None
+                }
+            }
+        };
+        tx.commit()
+            .map_err(self.fail(format_args!("commit delete {key}")))?;
+        Ok(removed)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        let (sql, args, limit) = list_sql(query);
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(self.fail("prepare list"))?;
+        let mut rows = stmt
+            .query(params_from_iter(args))
+            .map_err(self.fail("list"))?;
+        let mut out = Vec::with_capacity(limit.min(256));
+        while let Some(row) = rows.next().map_err(self.fail("list"))? {
+            let key = decode_key(row)?;
+            let columns = Columns {
+                row,
+                offset: 2,
+                key: &key,
+            };
+            let meta = decode_meta(&columns, key.clone())?;
+            out.push(meta);
+        }
+        Ok(out)
+    }
+
+    fn record_access(&self, accesses: &[AccessRecord]) -> Result<()> {
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "record access")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(RECORD_ACCESS_SQL)
+                .map_err(self.fail("prepare record_access"))?;
+            for access in accesses {
+                let hits = i64::try_from(access.hits).unwrap_or(i64::MAX);
+                stmt.execute(params![
+                    access.key.namespace(),
+                    access.key.id(),
+                    access.at.0,
+                    hits
+                ])
+                .map_err(self.fail(format_args!("record access to {}", access.key)))?;
+            }
+        }
+        tx.commit().map_err(self.fail("commit record_access"))
+    }
+
+    fn update_expiry(
+        &self,
+        key: &CacheKey,
+        expires_at: Option<Timestamp>,
+        updated_at: Timestamp,
+        signature: Option<&str>,
+    ) -> Result<bool> {
+        let conn = self.writer();
+        let changed = conn
+            .prepare_cached(UPDATE_EXPIRY_SQL)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    key.namespace(),
+                    key.id(),
+                    expires_at.map(|t| t.0),
+                    updated_at.0,
+                    signature,
+                ])
+            })
+            .map_err(self.fail(format_args!("update expiry of {key}")))?;
+        Ok(changed > 0)
+    }
+
+    fn stats(&self) -> Result<IndexStats> {
+        let conn = self.reader();
+        type Sums = (
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
+        let sums: Sums = conn
+            .prepare_cached(STATS_SQL)
+            .and_then(|mut stmt| {
+                stmt.query_row([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                })
+            })
+            .map_err(self.fail("compute stats"))?;
+        let (entries, inline, raw_hi, raw_lo, stored_hi, stored_lo, blobs, blob_hi, blob_lo) = sums;
+        let total = |what: &str, hi: Option<i64>, lo: Option<i64>| -> Result<u64> {
+            let sum = (i128::from(hi.unwrap_or(0)) << 32) + i128::from(lo.unwrap_or(0));
+            if sum < 0 {
+                return Err(Error::corrupt(
+                    format!("SQLite index {}", self.path),
+                    format!("the {what} sum is negative: a size column holds a negative value"),
+                ));
+            }
+            Ok(u64::try_from(sum).unwrap_or(u64::MAX))
+        };
+        Ok(IndexStats {
+            entries: entries.max(0) as u64,
+            inline_entries: inline.max(0) as u64,
+            raw_bytes: total("raw size", raw_hi, raw_lo)?,
+            stored_bytes: total("stored size", stored_hi, stored_lo)?,
+            blobs: blobs.max(0) as u64,
+            blob_bytes: total("blob size", blob_hi, blob_lo)?,
+        })
+    }
+
+    fn reserve_blob(
+        &self,
+        id: &BlobId,
+        size: u64,
+        lease_until: Timestamp,
+        stale_claim_before: Timestamp,
+    ) -> Result<()> {
+        let size = i64::try_from(size).map_err(|_| Error::Encode {
+            key: format!("blob {id}"),
+            detail: format!("size {size} exceeds i64::MAX, the largest integer SQLite stores"),
+        })?;
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "reserve a blob")?;
+        let registration: Option<Option<i64>> = tx
+            .prepare_cached(BLOB_CLAIM_SQL)
+            .and_then(|mut stmt| stmt.query_row([id.as_str()], |r| r.get(0)).optional())
+            .map_err(self.fail(format_args!("reserve blob {id}")))?;
+        let sql = match registration {
+            None => BLOB_INSERT_SQL,
+            Some(Some(claimed_at)) if claimed_at >= stale_claim_before.0 => {
+                return Err(Error::Conflict {
+                    what: format!("blob {id}"),
+                    detail: format!(
+                        "the blob is being garbage-collected (claimed at {}); retry shortly",
+                        Timestamp(claimed_at)
+                    ),
+                });
+            }
+            Some(_) => BLOB_RESERVE_SQL,
+        };
+        tx.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![id.as_str(), size, lease_until.0]))
+            .map_err(self.fail(format_args!("reserve blob {id}")))?;
+        tx.commit()
+            .map_err(self.fail(format_args!("commit reservation of blob {id}")))
+    }
+
+    fn claim_unreferenced_blobs(
+        &self,
+        candidates: Option<&[BlobId]>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        if limit == 0 || candidates.is_some_and(|c| c.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "claim blobs")?;
+        let mut claimed = Vec::new();
+        match candidates {
+            Some(candidates) => {
+                let mut stmt = tx
+                    .prepare_cached(CLAIM_CANDIDATE_SQL)
+                    .map_err(self.fail("prepare claim"))?;
+                for id in candidates {
+                    if claimed.len() >= limit {
+                        break;
+                    }
+                    let changed = stmt
+                        .execute(params![id.as_str(), now.0])
+                        .map_err(self.fail(format_args!("claim blob {id}")))?;
+                    if changed > 0 {
+                        claimed.push(id.clone());
+                    }
+                }
+            }
+            None => {
+                let mut stmt = tx
+                    .prepare_cached(CLAIM_ANY_SQL)
+                    .map_err(self.fail("prepare claim"))?;
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let ids = stmt
+                    .query_map(params![now.0, limit], |r| r.get::<_, String>(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                    .map_err(self.fail("claim unreferenced blobs"))?;
+                for id in ids {
+                    claimed.push(BlobId::parse(&id).map_err(|_| {
+                        Error::corrupt(
+                            format!("blob registry of {}", self.path),
+                            format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
+                        )
+                    })?);
+                }
+            }
+        }
+        tx.commit().map_err(self.fail("commit claim"))?;
+        Ok(claimed)
+    }
+
+    fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {
+        let conn = self.writer();
+        let changed = conn
+            .prepare_cached(CLAIM_UNREGISTERED_SQL)
+            .and_then(|mut stmt| stmt.execute(params![id.as_str(), now.0]))
+            .map_err(self.fail(format_args!("claim unregistered blob {id}")))?;
+        Ok(changed > 0)
+    }
+
+    fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "release blobs")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(RELEASE_SQL)
+                .map_err(self.fail("prepare release"))?;
+            for id in ids {
+                stmt.execute([id.as_str()])
+                    .map_err(self.fail(format_args!("release blob {id}")))?;
+            }
+        }
+        tx.commit().map_err(self.fail("commit release"))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.config.path().is_none() {
+            return Ok(());
+        }
+        let conn = self.writer();
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.fail("checkpoint the WAL"))
+    }
+}
+
+#[async_trait]
+impl MetadataBackend for SqliteMetadata {
+    fn name(&self) -> &str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> MetadataCapabilities {
+        let on_disk = self.inner.config.path().is_some();
+        let mut capabilities = MetadataCapabilities::all(false);
+        capabilities.shared_across_processes = on_disk;
+        capabilities.durable = on_disk;
+        capabilities
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
+        self.inner.get(key)
+    }
+
+    async fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        self.inner.get_meta(key)
+    }
+
+    async fn put(&self, record: EntryRecord) -> Result<Option<EntryMeta>> {
+        self.inner.put(&record)
+    }
+
+    async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        self.inner.delete(key)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        self.inner.list(query)
+    }
+
+    async fn record_access(&self, accesses: &[AccessRecord]) -> Result<()> {
+        self.inner.record_access(accesses)
+    }
+
+    async fn update_expiry(
+        &self,
+        key: &CacheKey,
+        expires_at: Option<Timestamp>,
+        updated_at: Timestamp,
+        signature: Option<String>,
+    ) -> Result<bool> {
+        self.inner
+            .update_expiry(key, expires_at, updated_at, signature.as_deref())
+    }
+
+    async fn stats(&self) -> Result<IndexStats> {
+        self.inner.stats()
+    }
+
+    async fn reserve_blob(
+        &self,
+        id: &BlobId,
+        size: u64,
+        lease_until: Timestamp,
+        stale_claim_before: Timestamp,
+    ) -> Result<()> {
+        self.inner
+            .reserve_blob(id, size, lease_until, stale_claim_before)
+    }
+
+    async fn claim_unreferenced_blobs(
+        &self,
+        candidates: Option<&[BlobId]>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        self.inner.claim_unreferenced_blobs(candidates, now, limit)
+    }
+
+    async fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {
+        self.inner.claim_unregistered_blob(id, now)
+    }
+
+    async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()> {
+        self.inner.release_claimed_blobs(ids)
+    }
+
+    /// Every committed write is already visible to other processes (WAL); this runs a passive
+    /// WAL checkpoint, which syncs the WAL and copies what it can into the main file without
+    /// waiting for readers. With `synchronous = full` each commit is durable when it returns.
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row encoding and decoding
+// ---------------------------------------------------------------------------------------------
+
+/// A record's columns, converted (and checked) before any lock is taken.
+struct EncodedRow<'a> {
+    params: Option<String>,
+    blob_id: Option<&'a str>,
+    data_type: &'a str,
+    type_name: Option<&'a str>,
+    compression: String,
+    raw_size: i64,
+    stored_size: i64,
+    digest: String,
+    created_at: i64,
+    updated_at: i64,
+    accessed_at: i64,
+    access_count: i64,
+    expires_at: Option<i64>,
+    tags: String,
+    user_metadata: Option<String>,
+    signature: Option<&'a str>,
+    inline_data: Option<&'a [u8]>,
+}
+
+impl<'a> EncodedRow<'a> {
+    fn new(record: &'a EntryRecord) -> Result<Self> {
+        let meta = &record.meta;
+        let encode_error = |detail: String| Error::Encode {
+            key: meta.key.to_string(),
+            detail,
+        };
+        let integer = |field: &str, value: u64| {
+            i64::try_from(value).map_err(|_| {
+                encode_error(format!(
+                    "{field} {value} exceeds i64::MAX, the largest integer SQLite stores"
+                ))
+            })
+        };
+        let json = |field: &str, value: &serde_json::Value| {
+            serde_json::to_string(value)
+                .map_err(|e| encode_error(format!("{field} cannot be written as JSON: {e}")))
+        };
+        Ok(EncodedRow {
+            params: meta
+                .params
+                .as_ref()
+                .map(|p| json("params", p))
+                .transpose()?,
+            blob_id: meta.location.blob_id().map(BlobId::as_str),
+            data_type: meta.data_type.as_str(),
+            type_name: meta.type_name.as_deref(),
+            compression: meta.compression.name(),
+            raw_size: integer("raw_size", meta.raw_size)?,
+            stored_size: integer("stored_size", meta.stored_size)?,
+            digest: meta.digest.to_string(),
+            created_at: meta.created_at.0,
+            updated_at: meta.updated_at.0,
+            accessed_at: meta.accessed_at.0,
+            access_count: integer("access_count", meta.access_count)?,
+            expires_at: meta.expires_at.map(|t| t.0),
+            tags: if meta.tags.is_empty() {
+                "[]".to_owned()
+            } else {
+                serde_json::to_string(&meta.tags)
+                    .map_err(|e| encode_error(format!("tags cannot be written as JSON: {e}")))?
+            },
+            user_metadata: meta
+                .user_metadata
+                .as_ref()
+                .map(|m| json("user_metadata", m))
+                .transpose()?,
+            signature: meta.signature.as_deref(),
+            inline_data: record.inline_data.as_deref(),
+        })
+    }
+}
+
+/// A failure reading a row: from SQLite, or a corrupt value.
+enum RowError {
+    Sqlite(rusqlite::Error),
+    Cachet(Error),
+}
+
+/// Runs a statement taking `(namespace, id)` and returning [`meta_columns!`]; decodes the row.
+fn read_meta_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    key: &CacheKey,
+) -> std::result::Result<Option<EntryMeta>, RowError> {
+    let mut rows = stmt
+        .query(params![key.namespace(), key.id()])
+        .map_err(RowError::Sqlite)?;
+    let meta = match rows.next().map_err(RowError::Sqlite)? {
+        None => None,
+        Some(row) => {
+            let columns = Columns {
+                row,
+                offset: 0,
+                key,
+            };
+            Some(decode_meta(&columns, key.clone()).map_err(RowError::Cachet)?)
+        }
+    };
+    // Step to the end so that a DELETE ... RETURNING completes inside the statement.
+    while rows.next().map_err(RowError::Sqlite)?.is_some() {}
+    Ok(meta)
+}
+
+/// Typed, checked access to a row's columns; every failure names the entry and the column.
+struct Columns<'r, 's> {
+    row: &'r Row<'s>,
+    offset: usize,
+    key: &'r CacheKey,
+}
+
+impl Columns<'_, '_> {
+    fn corrupt(&self, column: &str, detail: impl fmt::Display) -> Error {
+        Error::corrupt(
+            format!("index entry {} (column `{column}`)", self.key),
+            detail,
+        )
+    }
+
+    fn value(&self, index: usize, column: &str) -> Result<ValueRef<'_>> {
+        self.row
+            .get_ref(self.offset + index)
+            .map_err(|e| self.corrupt(column, e))
+    }
+
+    fn opt_text(&self, index: usize, column: &str) -> Result<Option<&str>> {
+        match self.value(index, column)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| self.corrupt(column, "the text is not valid UTF-8")),
+            other => Err(self.corrupt(
+                column,
+                format!("expected text, found {}", other.data_type()),
+            )),
+        }
+    }
+
+    fn text(&self, index: usize, column: &str) -> Result<&str> {
+        self.opt_text(index, column)?
+            .ok_or_else(|| self.corrupt(column, "unexpected NULL"))
+    }
+
+    fn opt_int(&self, index: usize, column: &str) -> Result<Option<i64>> {
+        match self.value(index, column)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Integer(v) => Ok(Some(v)),
+            other => Err(self.corrupt(
+                column,
+                format!("expected an integer, found {}", other.data_type()),
+            )),
+        }
+    }
+
+    fn int(&self, index: usize, column: &str) -> Result<i64> {
+        self.opt_int(index, column)?
+            .ok_or_else(|| self.corrupt(column, "unexpected NULL"))
+    }
+
+    fn unsigned(&self, index: usize, column: &str) -> Result<u64> {
+        let v = self.int(index, column)?;
+        u64::try_from(v).map_err(|_| self.corrupt(column, format!("negative value {v}")))
+    }
+
+    fn json(&self, index: usize, column: &str) -> Result<Option<serde_json::Value>> {
+        self.opt_text(index, column)?
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| self.corrupt(column, format!("invalid JSON: {e}")))
+            })
+            .transpose()
+    }
+
+    fn opt_blob(&self, index: usize, column: &str) -> Result<Option<&[u8]>> {
+        match self.value(index, column)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Blob(bytes) => Ok(Some(bytes)),
+            other => Err(self.corrupt(
+                column,
+                format!("expected a blob, found {}", other.data_type()),
+            )),
+        }
+    }
+}
+
+/// Reads `namespace, id` (columns 0 and 1 of a `list` row).
+fn decode_key(row: &Row<'_>) -> Result<CacheKey> {
+    let mut parts = [String::new(), String::new()];
+    for (index, column) in ["namespace", "id"].into_iter().enumerate() {
+        let detail = match row.get_ref(index) {
+            Ok(ValueRef::Text(bytes)) => match std::str::from_utf8(bytes) {
+                Ok(text) => {
+                    parts[index] = text.to_owned();
+                    continue;
+                }
+                Err(_) => format!("`{}` is not valid UTF-8", String::from_utf8_lossy(bytes)),
+            },
+            Ok(other) => format!("expected text, found {}", other.data_type()),
+            Err(e) => e.to_string(),
+        };
+        return Err(Error::corrupt(
+            format!("an index entry's key (column `{column}`)"),
+            detail,
+        ));
+    }
+    let [namespace, id] = parts;
+    Ok(CacheKey::from_parts_unchecked(namespace, id))
+}
+
+/// Decodes [`meta_columns!`] starting at `columns.offset`.
+fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
+    let location = match columns.opt_text(1, "blob_id")? {
+        None => Location::Inline,
+        Some(text) => Location::Blob(
+            BlobId::parse(text)
+                .map_err(|_| columns.corrupt("blob_id", format!("`{text}` is not a blob id")))?,
+        ),
+    };
+    let compression_text = columns.text(4, "compression")?;
+    let compression: Compression = compression_text.parse().map_err(|_| {
+        columns.corrupt(
+            "compression",
+            format!("`{compression_text}` is not a compression"),
+        )
+    })?;
+    let digest_text = columns.text(7, "digest")?;
+    let digest: ContentDigest = digest_text.parse().map_err(|_| {
+        columns.corrupt("digest", format!("`{digest_text}` is not a content digest"))
+    })?;
+    let tags_text = columns.text(13, "tags")?;
+    let tags = if tags_text == "[]" {
+        Vec::new()
+    } else {
+        serde_json::from_str(tags_text)
+            .map_err(|e| columns.corrupt("tags", format!("not a JSON array of strings: {e}")))?
+    };
+    Ok(EntryMeta {
+        params: columns.json(0, "params")?,
+        location,
+        data_type: DataType::parse(columns.text(2, "data_type")?),
+        type_name: columns.opt_text(3, "type_name")?.map(str::to_owned),
+        compression,
+        raw_size: columns.unsigned(5, "raw_size")?,
+        stored_size: columns.unsigned(6, "stored_size")?,
+        digest,
+        created_at: Timestamp(columns.int(8, "created_at")?),
+        updated_at: Timestamp(columns.int(9, "updated_at")?),
+        accessed_at: Timestamp(columns.int(10, "accessed_at")?),
+        access_count: columns.unsigned(11, "access_count")?,
+        expires_at: columns.opt_int(12, "expires_at")?.map(Timestamp),
+        tags,
+        user_metadata: columns.json(14, "user_metadata")?,
+        signature: columns.opt_text(15, "signature")?.map(str::to_owned),
+        key,
+    })
+}
+
+/// The `list` statement for `query`, its arguments, and the effective limit.
+fn list_sql(query: &ListQuery) -> (String, Vec<Value>, usize) {
+    let limit = if query.limit == 0 {
+        DEFAULT_PAGE
+    } else {
+        query.limit
+    };
+    let mut sql = String::from(concat!(
+        "SELECT namespace, id, ",
+        meta_columns!(),
+        " FROM entries WHERE 1"
+    ));
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(namespace) = &query.namespace {
+        sql.push_str(" AND namespace = ?");
+        args.push(Value::Text(namespace.clone()));
+    }
+    if let Some(prefix) = query.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // A range on the primary key instead of LIKE: case-sensitive, no wildcards.
+        sql.push_str(" AND id >= ?");
+        args.push(Value::Text(prefix.to_owned()));
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            sql.push_str(" AND id < ?");
+            args.push(Value::Text(upper));
+        }
+    }
+    if let Some(bound) = query.expires_at_or_before {
+        sql.push_str(" AND expires_at <= ?");
+        args.push(Value::Integer(bound.0));
+    }
+    // Written so that the primary key bounds the scan: SQLite uses a row-value range only when
+    // no equality on `namespace` is present.
+    match (&query.namespace, &query.after) {
+        (_, None) => {}
+        (None, Some(after)) => {
+            sql.push_str(" AND (namespace, id) > (?, ?)");
+            args.push(Value::Text(after.namespace().to_owned()));
+            args.push(Value::Text(after.id().to_owned()));
+        }
+        (Some(namespace), Some(after)) => match after.namespace().cmp(namespace.as_str()) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                sql.push_str(" AND id > ?");
+                args.push(Value::Text(after.id().to_owned()));
+            }
+            std::cmp::Ordering::Greater => sql.push_str(" AND 0"),
+        },
+    }
+    sql.push_str(" ORDER BY namespace, id LIMIT ?");
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    (sql, args, limit)
+}
+
+/// The smallest string greater than every string starting with `prefix`, if there is one.
+///
+/// UTF-8 byte order is code point order, so replacing the last character by its successor
+/// (dropping trailing `char::MAX`es) bounds the range `[prefix, upper)` exactly.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(sql: &str, args: Vec<Value>) -> String {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn, ":memory:").unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+
+    #[test]
+    fn get_is_a_primary_key_search() {
+        for sql in [GET_SQL, GET_META_SQL] {
+            let plan = plan(sql, vec![text("ns"), text("id")]);
+            assert!(
+                plan.contains("SEARCH entries USING") && plan.contains("(namespace=? AND id=?)"),
+                "{plan}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_pages_walk_the_primary_key_without_sorting() {
+        let key = CacheKey::explicit("ns", "k").unwrap();
+        for query in [
+            ListQuery::default(),
+            ListQuery {
+                after: Some(key.clone()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                namespace: Some("ns".into()),
+                after: Some(key.clone()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                namespace: Some("ns".into()),
+                id_prefix: Some("ab".into()),
+                after: Some(key),
+                ..ListQuery::default()
+            },
+        ] {
+            let (sql, args, _) = list_sql(&query);
+            let plan = plan(&sql, args);
+            assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
+            if query.after.is_some() {
+                assert!(
+                    plan.contains("id>?") || plan.contains("(namespace,id)>(?,?)"),
+                    "{query:?}: paging must seek past `after`, not scan to it: {plan}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn claims_check_references_through_the_blob_id_index() {
+        for (sql, args) in [
+            (CLAIM_ANY_SQL, vec![Value::Integer(0), Value::Integer(10)]),
+            (CLAIM_CANDIDATE_SQL, vec![text("b"), Value::Integer(0)]),
+        ] {
+            let plan = plan(sql, args);
+            assert!(plan.contains("INDEX entries_blob_id (blob_id=?)"), "{plan}");
+        }
+    }
+
+    #[test]
+    fn prefix_upper_bound_is_the_next_string_after_the_prefix_range() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(
+            prefix_upper_bound("a\u{D7FF}").as_deref(),
+            Some("a\u{E000}")
+        );
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+}

@@ -1,6 +1,5 @@
 //! The async cache: keys, TTL, integrity policy, single-flight computation, stats.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
@@ -9,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet_core::{
-    BlobBackend, BlobId, BoxError, CacheKey, EntryMeta, Error, IndexStats, ListQuery,
-    MetadataBackend, ParamValue, Params, Result, Timestamp,
+    BlobBackend, BoxError, CacheKey, EntryMeta, Error, IndexStats, MetadataBackend, ParamValue,
+    Params, Result, Timestamp,
 };
 use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
 use serde::Serialize;
@@ -22,9 +21,6 @@ use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::options::{Insert, InsertBytes, InsertOptions};
 use crate::stats::{CacheStats, Counters};
 use crate::writer::CacheWriter;
-
-/// Entries listed per round trip by [`Cache::cleanup_expired`].
-const CLEANUP_PAGE: usize = 1000;
 
 /// A cache of computed values over a [`Store`]: keys derived from parameters, TTL, integrity
 /// policy, single-flight computation, stats.
@@ -72,10 +68,10 @@ impl std::fmt::Debug for Cache {
 pub struct CleanupReport {
     /// Expired entries deleted.
     pub entries_removed: u64,
-    /// Blobs of those entries that are gone from the blob store afterwards (a blob shared with
-    /// a live entry stays).
+    /// Blobs of those entries deleted at once (a blob shared with a live entry stays; one
+    /// still under a writer's lease is left to `gc`, counted there).
     pub blobs_freed: u64,
-    /// Stored bytes of those blobs.
+    /// Bytes of those blobs.
     pub bytes_freed: u64,
     /// What the garbage collection run after the deletions did (it may also have removed
     /// blobs of earlier deletions and crash leftovers).
@@ -595,48 +591,17 @@ impl Cache {
 
     /// Deletes every expired entry (in all namespaces), then runs garbage collection.
     ///
-    /// An entry re-inserted by another writer between the listing and the deletion can be
-    /// deleted too (a lost cache entry, never wrong data).
+    /// Each batch checks expiry and deletes in one atomic step, so an entry that another writer
+    /// re-inserted meanwhile with a later expiry is kept.
     pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
         let store = &self.shared.store;
-        let now = self.now();
-        let mut report = CleanupReport::default();
-        let mut blobs: HashSet<BlobId> = HashSet::new();
-        let mut sizes: Vec<(BlobId, u64)> = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .list(&ListQuery {
-                    expires_at_or_before: Some(now),
-                    after: after.take(),
-                    limit: CLEANUP_PAGE,
-                    ..ListQuery::default()
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            let full = page.len() >= CLEANUP_PAGE;
-            for meta in page {
-                if store.delete(&meta.key).await? {
-                    report.entries_removed += 1;
-                    if let Some(id) = meta.location.blob_id() {
-                        if blobs.insert(id.clone()) {
-                            sizes.push((id.clone(), meta.stored_size));
-                        }
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        report.gc = store.gc().await?;
-        for (id, size) in sizes {
-            if store.blob_backend().head(&id).await?.is_none() {
-                report.blobs_freed += 1;
-                report.bytes_freed += size;
-            }
-        }
+        let expired = store.delete_expired(self.now()).await?;
+        let report = CleanupReport {
+            entries_removed: expired.entries_removed,
+            blobs_freed: expired.blobs_deleted,
+            bytes_freed: expired.bytes_freed,
+            gc: store.gc().await?,
+        };
         tracing::info!(?report, "cleanup_expired finished");
         Ok(report)
     }

@@ -98,6 +98,22 @@ impl MetadataBackend for MemoryMetadata {
         Ok(lock(&self.inner).entries.remove(key).map(|r| r.meta))
     }
 
+    async fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>> {
+        let mut index = lock(&self.inner);
+        let expired: Vec<CacheKey> = index
+            .entries
+            .values()
+            .filter(|r| r.meta.expires_at.is_some_and(|t| t <= now))
+            .take(limit)
+            .map(|r| r.meta.key.clone())
+            .collect();
+        Ok(expired
+            .iter()
+            .filter_map(|k| index.entries.remove(k))
+            .map(|r| r.meta)
+            .collect())
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
         let limit = if query.limit == 0 {
             DEFAULT_PAGE
@@ -176,12 +192,12 @@ impl MetadataBackend for MemoryMetadata {
             if record.meta.location == Location::Inline {
                 stats.inline_entries += 1;
             }
-            stats.raw_bytes += record.meta.raw_size;
-            stats.stored_bytes += record.meta.stored_size;
+            stats.raw_bytes = stats.raw_bytes.saturating_add(record.meta.raw_size);
+            stats.stored_bytes = stats.stored_bytes.saturating_add(record.meta.stored_size);
         }
         for reg in index.blobs.values() {
             stats.blobs += 1;
-            stats.blob_bytes += reg.size;
+            stats.blob_bytes = stats.blob_bytes.saturating_add(reg.size);
         }
         Ok(stats)
     }
@@ -256,6 +272,26 @@ impl MetadataBackend for MemoryMetadata {
             }
         }
         Ok(claimed)
+    }
+
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        let mut index = lock(&self.inner);
+        let mut reclaimed = Vec::new();
+        for (id, reg) in index.blobs.iter_mut() {
+            if reclaimed.len() >= limit {
+                break;
+            }
+            if reg.claimed_at.is_some_and(|at| at < stale_before) {
+                reg.claimed_at = Some(now);
+                reclaimed.push(id.clone());
+            }
+        }
+        Ok(reclaimed)
     }
 
     async fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {

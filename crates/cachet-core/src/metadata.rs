@@ -59,9 +59,21 @@ pub trait MetadataBackend: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns the removed entry's metadata, or `None` if the key did not exist (not an error).
+    /// - A row too damaged to decode is still deleted (that is how repair removes it); `None`
+    ///   is returned for it and the backend logs a warning.
     /// - Does not delete blobs: a blob no longer referenced is reclaimed through
     ///   [`claim_unreferenced_blobs`](Self::claim_unreferenced_blobs).
     async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>>;
+
+    /// Deletes entries that have expired, in one atomic step per batch.
+    ///
+    /// # Behavior
+    /// - Deletes at most `limit` entries whose `expires_at` is `<= now` and returns their
+    ///   metadata; entries without `expires_at` never expire.
+    /// - The expiry check and the delete are one atomic step: an entry rewritten concurrently
+    ///   with a later (or no) expiry is not deleted.
+    /// - Does not delete blobs (see [`delete`](Self::delete)).
+    async fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>>;
 
     /// Lists entries' metadata.
     ///
@@ -128,6 +140,20 @@ pub trait MetadataBackend: Send + Sync + 'static {
         &self,
         candidates: Option<&[BlobId]>,
         now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>>;
+
+    /// Takes over claims abandoned by a collector that stopped (crashed) between claiming
+    /// blobs and releasing them.
+    ///
+    /// # Behavior
+    /// - Every blob claimed before `stale_before` (at most `limit`) is claimed again at `now` and
+    ///   returned: the caller now owns the claim and must delete the blob and release it.
+    /// - Claims at or after `stale_before` and unclaimed blobs are untouched.
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<BlobId>>;
 

@@ -84,7 +84,8 @@ fn values_of_different_types_give_different_keys() {
         params! { "x" => vec![1] },
         params! { "x" => ParamValue::Null },
     ];
-    let keys: std::collections::HashSet<_> = variants.iter().map(|p| CacheKey::derive("", p)).collect();
+    let keys: std::collections::HashSet<_> =
+        variants.iter().map(|p| CacheKey::derive("", p)).collect();
     assert_eq!(keys.len(), variants.len());
 }
 
@@ -108,7 +109,10 @@ fn separators_inside_strings_cannot_forge_another_key() {
 
 #[test]
 fn signed_and_unsigned_integers_of_equal_value_are_the_same_param() {
-    assert_eq!(CacheKey::derive("", &params! { "n" => 5u8 }), CacheKey::derive("", &params! { "n" => 5i64 }));
+    assert_eq!(
+        CacheKey::derive("", &params! { "n" => 5u8 }),
+        CacheKey::derive("", &params! { "n" => 5i64 })
+    );
 }
 
 #[test]
@@ -116,7 +120,10 @@ fn all_nans_are_one_param_but_zero_signs_differ() {
     let nan_a = params! { "f" => f64::NAN };
     let nan_b = params! { "f" => f64::from_bits(0x7ff8_0000_0000_0001) };
     assert_eq!(CacheKey::derive("", &nan_a), CacheKey::derive("", &nan_b));
-    assert_ne!(CacheKey::derive("", &params! { "f" => 0.0 }), CacheKey::derive("", &params! { "f" => -0.0 }));
+    assert_ne!(
+        CacheKey::derive("", &params! { "f" => 0.0 }),
+        CacheKey::derive("", &params! { "f" => -0.0 })
+    );
 }
 
 #[test]
@@ -126,7 +133,11 @@ fn serde_structs_become_params_field_by_field() {
         window: u32,
         model: &'static str,
     }
-    let from_struct = Params::from_serialize(&Args { window: 30, model: "xgb" }).unwrap();
+    let from_struct = Params::from_serialize(&Args {
+        window: 30,
+        model: "xgb",
+    })
+    .unwrap();
     assert_eq!(from_struct, params! { "model" => "xgb", "window" => 30 });
 }
 
@@ -138,7 +149,12 @@ fn file_content_params_follow_content_not_path() {
     std::fs::write(&a, b"same").unwrap();
     std::fs::write(&b, b"same").unwrap();
     std::fs::write(&c, b"other").unwrap();
-    let key = |p: &std::path::Path| CacheKey::derive("", &params! { "input" => ParamValue::file_content(p).unwrap() });
+    let key = |p: &std::path::Path| {
+        CacheKey::derive(
+            "",
+            &params! { "input" => ParamValue::file_content(p).unwrap() },
+        )
+    };
     assert_eq!(key(&a), key(&b));
     assert_ne!(key(&a), key(&c));
     let err = ParamValue::file_content(dir.join("missing")).unwrap_err();
@@ -169,17 +185,37 @@ fn golden_vectors_are_stable() {
     let cases: Vec<(&str, Params, &str)> = vec![
         ("", Params::new(), "662095d44805b6d9ca0324a1bdb53301"),
         ("", params! { "x" => 1 }, "a03fe66aa1d9cdaabe3d75982d7cc585"),
-        ("team-a", params! { "dataset" => "sales-2026", "window" => 30 }, "a005dd0e5efc291f4644e88c00c0c129"),
+        (
+            "team-a",
+            params! { "dataset" => "sales-2026", "window" => 30 },
+            "a005dd0e5efc291f4644e88c00c0c129",
+        ),
         ("", nested, "4c1a5afda9a34025aabd43d6ae2db3fe"),
-        ("", params! { "x" => 1.0 }, "b7223b9a7e23eec60d442935e9cd2ea5"),
-        ("", params! { "x" => "1" }, "87c9f826156455cf09f2188d1743f660"),
-        ("models", params! { "dataset" => "sales-2026", "window" => 30 }, "89bfa26627e208d76625ba5c39b0d729"),
+        (
+            "",
+            params! { "x" => 1.0 },
+            "b7223b9a7e23eec60d442935e9cd2ea5",
+        ),
+        (
+            "",
+            params! { "x" => "1" },
+            "87c9f826156455cf09f2188d1743f660",
+        ),
+        (
+            "models",
+            params! { "dataset" => "sales-2026", "window" => 30 },
+            "89bfa26627e208d76625ba5c39b0d729",
+        ),
         (
             "",
             params! { "layers" => vec![64, 32], "opts" => params! { "depth" => 6, "verbose" => true } },
             "cd54e280bb5fc9b216998ea66edd7b67",
         ),
-        ("", params! { "lr" => 0.1, "model" => "xgb" }, "ce4af66e1e7d420e22fdaded8fe01fb7"),
+        (
+            "",
+            params! { "lr" => 0.1, "model" => "xgb" },
+            "ce4af66e1e7d420e22fdaded8fe01fb7",
+        ),
         (
             "",
             params! { "seed" => None::<i64>, "salt" => ParamValue::bytes(vec![0u8, 255]), "eps" => f64::NAN },
@@ -187,7 +223,11 @@ fn golden_vectors_are_stable() {
         ),
     ];
     for (namespace, p, expected) in cases {
-        assert_eq!(CacheKey::derive(namespace, &p).id(), expected, "params {p:?} in namespace {namespace:?}");
+        assert_eq!(
+            CacheKey::derive(namespace, &p).id(),
+            expected,
+            "params {p:?} in namespace {namespace:?}"
+        );
     }
     assert_eq!(
         hex_of(&params! { "x" => 1 }.canonical_bytes()),

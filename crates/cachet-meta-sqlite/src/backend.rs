@@ -98,6 +98,13 @@ const CLAIM_ANY_SQL: &str = "UPDATE blobs SET claimed_at = ?1 WHERE id IN \
      RETURNING id";
 const CLAIM_UNREGISTERED_SQL: &str = "INSERT INTO blobs (id, size, lease_until, claimed_at) \
      VALUES (?1, 0, 0, ?2) ON CONFLICT (id) DO NOTHING";
+const DELETE_EXPIRED_SQL: &str = concat!(
+    "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries \
+     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2) RETURNING namespace, id, ",
+    meta_columns!()
+);
+const RECLAIM_ABANDONED_SQL: &str = "UPDATE blobs SET claimed_at = ?1 WHERE id IN \
+     (SELECT id FROM blobs WHERE claimed_at IS NOT NULL AND claimed_at < ?2 LIMIT ?3) RETURNING id";
 const RELEASE_SQL: &str = "DELETE FROM blobs WHERE id = ?1 AND claimed_at IS NOT NULL";
 
 /// A metadata index in a SQLite database file (see the [crate docs](crate)).
@@ -484,6 +491,75 @@ impl Inner {
         Ok(removed)
     }
 
+    fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "delete expired entries")?;
+        let mut removed = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(DELETE_EXPIRED_SQL)
+                .map_err(self.fail("prepare delete_expired"))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt
+                .query(params![now.0, limit])
+                .map_err(self.fail("delete expired entries"))?;
+            while let Some(row) = rows.next().map_err(self.fail("delete expired entries"))? {
+                let key = decode_key(row)?;
+                let columns = Columns {
+                    row,
+                    offset: 2,
+                    key: &key,
+                };
+                match decode_meta(&columns, key.clone()) {
+                    Ok(meta) => removed.push(meta),
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "deleted a corrupt expired index row")
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(self.fail("commit delete_expired"))?;
+        Ok(removed)
+    }
+
+    fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "reclaim abandoned claims")?;
+        let ids = {
+            let mut stmt = tx
+                .prepare_cached(RECLAIM_ABANDONED_SQL)
+                .map_err(self.fail("prepare reclaim"))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            stmt.query_map(params![now.0, stale_before.0, limit], |r| {
+                r.get::<_, String>(0)
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(self.fail("reclaim abandoned claims"))?
+        };
+        tx.commit().map_err(self.fail("commit reclaim"))?;
+        ids.iter()
+            .map(|id| {
+                BlobId::parse(id).map_err(|_| {
+                    Error::corrupt(
+                        format!("blob registry of {}", self.path),
+                        format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
         let (sql, args, limit) = list_sql(query);
         let conn = self.reader();
@@ -760,6 +836,20 @@ impl MetadataBackend for SqliteMetadata {
 
     async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
         self.inner.delete(key)
+    }
+
+    async fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>> {
+        self.inner.delete_expired(now, limit)
+    }
+
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        self.inner
+            .reclaim_abandoned_claims(now, stale_before, limit)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {

@@ -46,5 +46,5 @@ mod writer;
 pub use config::StoreConfig;
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};
-pub use store::{GcReport, PutOptions, Store, StoredEntry};
+pub use store::{ExpiredReport, GcReport, PutOptions, Store, StoredEntry};
 pub use writer::ValueWriter;

@@ -72,6 +72,17 @@ pub struct GcReport {
     pub temporaries_removed: u64,
 }
 
+/// What [`Store::delete_expired`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredReport {
+    /// Expired entries deleted.
+    pub entries_removed: u64,
+    /// Their blobs that no other entry referenced, deleted at once.
+    pub blobs_deleted: u64,
+    /// Bytes those blobs occupied.
+    pub bytes_freed: u64,
+}
+
 pub(crate) enum Container {
     Memory(Bytes),
     Streamed(Box<dyn BlobWriter>),
@@ -378,8 +389,8 @@ impl Store {
     }
 
     /// Deletes blobs that no entry references any more (best effort: a blob still under a
-    /// writer's lease is left for the next [`Store::gc`]).
-    async fn reclaim(&self, ids: &[BlobId]) {
+    /// writer's lease is left for the next [`Store::gc`]). Returns (blobs deleted, bytes freed).
+    async fn reclaim(&self, ids: &[BlobId]) -> (u64, u64) {
         let result = async {
             let claimed = self
                 .inner
@@ -389,9 +400,10 @@ impl Store {
             self.delete_claimed(&claimed).await
         }
         .await;
-        if let Err(e) = result {
+        result.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not reclaim unreferenced blobs; gc will retry");
-        }
+            (0, 0)
+        })
     }
 
     /// Deletes claimed blobs and releases their claims; returns (count, bytes).
@@ -602,6 +614,32 @@ impl Store {
         }
     }
 
+    /// Deletes every entry that expired at or before `now`, in atomic batches (an entry
+    /// rewritten meanwhile with a later expiry survives), and reclaims the blobs no entry
+    /// references any more (blobs still under a writer's lease wait for the next [`Store::gc`]).
+    pub async fn delete_expired(&self, now: Timestamp) -> Result<ExpiredReport> {
+        let mut report = ExpiredReport::default();
+        loop {
+            let removed = self.inner.meta.delete_expired(now, GC_BATCH).await?;
+            if removed.is_empty() {
+                break;
+            }
+            report.entries_removed += removed.len() as u64;
+            let mut blobs: Vec<BlobId> = removed
+                .iter()
+                .filter_map(|m| m.location.blob_id().cloned())
+                .collect();
+            blobs.sort();
+            blobs.dedup();
+            if !blobs.is_empty() {
+                let (count, bytes) = self.reclaim(&blobs).await;
+                report.blobs_deleted += count;
+                report.bytes_freed += bytes;
+            }
+        }
+        Ok(report)
+    }
+
     /// Lists entries' metadata (see [`ListQuery`]).
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
         self.inner.meta.list(query).await
@@ -646,6 +684,25 @@ impl Store {
     /// Safe to run while other processes read and write: see `docs/GC.md`.
     pub async fn gc(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
+        let stale_before = Timestamp(
+            self.now()
+                .0
+                .saturating_sub(millis(self.inner.config.stale_claim_after)),
+        );
+        loop {
+            // Blobs a crashed collector claimed but never deleted.
+            let abandoned = self
+                .inner
+                .meta
+                .reclaim_abandoned_claims(self.now(), stale_before, GC_BATCH)
+                .await?;
+            if abandoned.is_empty() {
+                break;
+            }
+            let (count, bytes) = self.delete_claimed(&abandoned).await?;
+            report.blobs_deleted += count;
+            report.bytes_freed += bytes;
+        }
         loop {
             let claimed = self
                 .inner

@@ -221,6 +221,9 @@ impl MetadataBackend for DiesBeforeCommit {
     async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
         self.0.delete(key).await
     }
+    async fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>> {
+        self.0.delete_expired(now, limit).await
+    }
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
         self.0.list(query).await
     }
@@ -259,6 +262,14 @@ impl MetadataBackend for DiesBeforeCommit {
         self.0
             .claim_unreferenced_blobs(candidates, now, limit)
             .await
+    }
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        self.0.reclaim_abandoned_claims(now, stale, limit).await
     }
     async fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {
         self.0.claim_unregistered_blob(id, now).await

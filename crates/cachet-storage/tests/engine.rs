@@ -776,3 +776,65 @@ async fn flush_waits_for_access_batches_already_being_written() {
         50
     );
 }
+
+#[tokio::test]
+async fn gc_finishes_the_work_of_a_collector_that_crashed_after_claiming() {
+    let f = fixture();
+    f.store
+        .put_bytes(&key("c"), &random_bytes(30_000, 21), PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("c")).await;
+    f.meta.delete(&key("c")).await.unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    // A collector claims the blob and dies before deleting it.
+    assert_eq!(
+        f.meta
+            .claim_unreferenced_blobs(None, f.store.now(), 10)
+            .await
+            .unwrap(),
+        vec![id.clone()]
+    );
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(
+        report.blobs_deleted, 0,
+        "a recent claim may belong to a collector still running"
+    );
+    f.clock.advance(Duration::from_secs(601));
+    let report = f.store.gc().await.unwrap();
+    assert_eq!(report.blobs_deleted, 1);
+    assert!(f.blobs.head(&id).await.unwrap().is_none());
+    assert_eq!(f.store.stats().await.unwrap().blobs, 0);
+}
+
+#[tokio::test]
+async fn delete_expired_keeps_entries_rewritten_with_a_later_expiry() {
+    let f = fixture();
+    let now = f.store.now();
+    let expired = PutOptions {
+        expires_at: Some(now),
+        ..Default::default()
+    };
+    let later = PutOptions {
+        expires_at: Some(now.plus(Duration::from_secs(60))),
+        ..Default::default()
+    };
+    f.store
+        .put_bytes(&key("old"), &random_bytes(30_000, 22), expired.clone())
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(&key("renewed"), b"v1", expired)
+        .await
+        .unwrap();
+    f.store
+        .put_bytes(&key("renewed"), b"v2", later)
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(120)); // past the blob lease too
+    let report = f.store.delete_expired(now).await.unwrap();
+    assert_eq!(report.entries_removed, 1);
+    assert_eq!(report.blobs_deleted, 1);
+    assert!(report.bytes_freed > 30_000);
+    assert!(f.store.exists(&key("renewed")).await.unwrap());
+}

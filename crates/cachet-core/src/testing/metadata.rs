@@ -1692,6 +1692,116 @@ pub async fn stale_claim_is_taken_over_by_reserve(backend: &DynMetadata) {
     );
 }
 
+/// `delete_expired` removes exactly the entries whose `expires_at <= now` (up to `limit`),
+/// returns their metadata, keeps entries without expiry or expiring later, and keeps blobs.
+pub async fn delete_expired_removes_only_expired_entries(backend: &DynMetadata) {
+    let mut expired = Vec::new();
+    for (i, expires) in [
+        Some(T0.0 - 5),
+        Some(T0.0),
+        None,
+        Some(T0.0 + 1),
+        Some(T0.0 - 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut record = sample_record(&test_key("", &format!("e{i}")));
+        record.meta.expires_at = expires.map(Timestamp);
+        put_ok(backend, record).await;
+        if expires.is_some_and(|t| t <= T0.0) {
+            expired.push(format!("e{i}"));
+        }
+    }
+    let blob = test_blob_id(90);
+    reserve(backend, &blob, 8, T0).await;
+    let mut with_blob = sample_blob_record(&test_key("", "eb"), &blob, 8);
+    with_blob.meta.expires_at = Some(Timestamp(T0.0 - 10));
+    put_ok(backend, with_blob).await;
+    expired.push("eb".into());
+    let removed = backend
+        .delete_expired(T0, 2)
+        .await
+        .expect("delete_expired failed");
+    assert_eq!(removed.len(), 2, "delete_expired must respect its limit");
+    let mut all: Vec<String> = removed.iter().map(|m| m.key.id().to_owned()).collect();
+    loop {
+        let more = backend
+            .delete_expired(T0, 2)
+            .await
+            .expect("delete_expired failed");
+        if more.is_empty() {
+            break;
+        }
+        all.extend(more.iter().map(|m| m.key.id().to_owned()));
+    }
+    all.sort();
+    expired.sort();
+    assert_eq!(
+        all, expired,
+        "exactly the entries expiring at or before now are deleted"
+    );
+    for kept in ["e2", "e3"] {
+        assert!(
+            backend
+                .get_meta(&test_key("", kept))
+                .await
+                .expect("get_meta failed")
+                .is_some(),
+            "{kept} (no or later expiry) must survive"
+        );
+    }
+    assert_eq!(
+        stats_ok(backend).await.blobs,
+        1,
+        "delete_expired does not unregister blobs"
+    );
+}
+
+/// A claim older than `stale_before` is taken over (claimed again at `now`) by
+/// `reclaim_abandoned_claims`; younger claims and unclaimed blobs are left alone.
+pub async fn reclaim_abandoned_claims_takes_over_only_stale_claims(backend: &DynMetadata) {
+    let (old, young, live) = (test_blob_id(91), test_blob_id(92), test_blob_id(93));
+    for blob in [&old, &young, &live] {
+        reserve(backend, blob, 8, T0).await;
+    }
+    assert_eq!(
+        claim_ok(backend, Some(std::slice::from_ref(&old)), T0, 10).await,
+        vec![old.clone()]
+    );
+    let later = Timestamp(T0.0 + 5_000);
+    assert_eq!(
+        claim_ok(backend, Some(std::slice::from_ref(&young)), later, 10).await,
+        vec![young.clone()]
+    );
+    let reclaimed = backend
+        .reclaim_abandoned_claims(Timestamp(T0.0 + 10_000), Timestamp(T0.0 + 1_000), 10)
+        .await
+        .expect("reclaim_abandoned_claims failed");
+    assert_eq!(
+        reclaimed,
+        vec![old.clone()],
+        "only the claim older than stale_before is taken over"
+    );
+    let again = backend
+        .reclaim_abandoned_claims(Timestamp(T0.0 + 10_001), Timestamp(T0.0 + 1_000), 10)
+        .await
+        .expect("reclaim_abandoned_claims failed");
+    assert!(
+        again.is_empty(),
+        "a reclaimed claim is fresh again (dated now), not stale"
+    );
+    backend
+        .release_claimed_blobs(&[old])
+        .await
+        .expect("release failed");
+    assert_eq!(
+        stats_ok(backend).await.blobs,
+        2,
+        "the reclaimed blob is released like any claim"
+    );
+}
+
 /// `claim_unregistered_blob` records a claim only when no registration exists; a registered
 /// blob (reserved or claimed) is left unchanged and `false` is returned.
 pub async fn claim_unregistered_blob_only_when_absent(backend: &DynMetadata) {
@@ -1926,6 +2036,8 @@ where
         claim_and_put_never_both_succeed,
         claimed_blob_blocks_reserve_until_released,
         stale_claim_is_taken_over_by_reserve,
+        reclaim_abandoned_claims_takes_over_only_stale_claims,
+        delete_expired_removes_only_expired_entries,
         claim_unregistered_blob_only_when_absent,
         unregistered_claim_is_released_like_any_claim,
         release_removes_only_claimed,

@@ -30,20 +30,31 @@ impl AccessLog {
     }
 
     /// Records one read; returns a batch to write when one is due.
-    pub(crate) fn record(&self, key: &CacheKey, now: Timestamp) -> Option<Vec<AccessRecord>> {
+    ///
+    /// While a previous batch is still being written (`busy`), nothing is handed out, so at most
+    /// one batch is in flight; if reads of new keys outpace the index meanwhile, keys beyond
+    /// four batches' worth are not recorded (access times and counts are statistics for
+    /// eviction and humans, and memory must stay bounded). Keys already pending still count.
+    pub(crate) fn record(
+        &self,
+        key: &CacheKey,
+        now: Timestamp,
+        busy: bool,
+    ) -> Option<Vec<AccessRecord>> {
         let mut pending = self.lock();
         match pending.get_mut(key) {
             Some((at, hits)) => {
                 *at = (*at).max(now);
                 *hits += 1;
             }
-            None => {
+            None if pending.len() < self.max_pending.saturating_mul(4) => {
                 pending.insert(key.clone(), (now, 1));
             }
+            None => {}
         }
         let due = pending.len() >= self.max_pending
             || now.0 - self.last_flush.load(Ordering::Relaxed) >= self.interval_ms;
-        if !due {
+        if !due || busy {
             return None;
         }
         self.last_flush.store(now.0, Ordering::Relaxed);
@@ -80,6 +91,11 @@ impl InFlight {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
         }
+    }
+
+    /// `true` while a batch is being written.
+    pub(crate) fn busy(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
     }
 
     /// Returns once no batch is being written.
@@ -143,4 +159,52 @@ pub(crate) async fn write_batch_now(
         return Ok(());
     }
     meta.record_access(&batch).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> CacheKey {
+        CacheKey::explicit("", format!("k{i}")).unwrap()
+    }
+
+    #[test]
+    fn pending_reads_stay_bounded_while_a_batch_is_in_flight() {
+        let log = AccessLog::new(Duration::from_secs(3600), 2);
+        for i in 0..100 {
+            assert!(
+                log.record(&key(i), Timestamp(10), true).is_none(),
+                "nothing is handed out while busy"
+            );
+        }
+        let pending = log.take_all();
+        assert_eq!(pending.len(), 8, "at most four batches' worth of keys wait");
+    }
+
+    #[test]
+    fn repeated_reads_of_a_key_are_merged_into_one_record() {
+        let log = AccessLog::new(Duration::from_secs(3600), 100);
+        log.last_flush.store(5, Ordering::Relaxed);
+        for t in [10, 30, 20] {
+            assert!(log.record(&key(1), Timestamp(t), false).is_none());
+        }
+        assert_eq!(
+            log.take_all(),
+            vec![AccessRecord {
+                key: key(1),
+                at: Timestamp(30),
+                hits: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn a_batch_is_due_after_the_interval() {
+        let log = AccessLog::new(Duration::from_millis(100), 100);
+        log.last_flush.store(1_000, Ordering::Relaxed);
+        assert!(log.record(&key(1), Timestamp(1_050), false).is_none());
+        let batch = log.record(&key(2), Timestamp(1_100), false).expect("due");
+        assert_eq!(batch.len(), 2);
+    }
 }

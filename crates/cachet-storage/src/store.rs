@@ -589,7 +589,8 @@ impl Store {
     }
 
     async fn record_access(&self, key: &CacheKey) {
-        if let Some(batch) = self.inner.access.record(key, self.now()) {
+        let busy = self.inner.access_gate.busy();
+        if let Some(batch) = self.inner.access.record(key, self.now(), busy) {
             if let Some(batch) = spawn_batch(&self.inner.meta, &self.inner.access_gate, batch) {
                 if let Err(e) = write_batch_now(&self.inner.meta, batch).await {
                     tracing::warn!(error = %e, "could not record access times");

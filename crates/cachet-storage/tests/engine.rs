@@ -763,7 +763,7 @@ async fn flush_waits_for_access_batches_already_being_written() {
         .await
         .unwrap();
     for _ in 0..50 {
-        f.store.get_bytes(&key("hot")).await.unwrap(); // each read spawns a batch write
+        f.store.get_bytes(&key("hot")).await.unwrap(); // a batch is spawned whenever none is in flight
     }
     f.store.flush().await.unwrap();
     assert_eq!(

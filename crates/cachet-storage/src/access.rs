@@ -42,12 +42,13 @@ impl AccessLog {
         busy: bool,
     ) -> Option<Vec<AccessRecord>> {
         let mut pending = self.lock();
+        let room = pending.len() < self.max_pending.saturating_mul(4);
         match pending.get_mut(key) {
             Some((at, hits)) => {
                 *at = (*at).max(now);
                 *hits += 1;
             }
-            None if pending.len() < self.max_pending.saturating_mul(4) => {
+            None if room => {
                 pending.insert(key.clone(), (now, 1));
             }
             None => {}

@@ -4,8 +4,10 @@
 //! Everything here is deterministic (seeded generators) so that runs are comparable, and cheap
 //! enough not to dominate what is measured: the data generators run at several GiB/s.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One MiB.
 pub const MIB: usize = 1 << 20;
@@ -251,6 +253,85 @@ pub fn dir_size(dir: &Path) -> (u64, u64) {
 pub fn sync_disks() {
     // SAFETY: `sync` takes no arguments, has no preconditions and cannot fail.
     unsafe { libc::sync() };
+}
+
+/// How [`publish_files`] makes each file durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorMode {
+    /// Temp file, write, rename: no fsync at all (what cacache does).
+    NoSync,
+    /// + `fdatasync` of the file before the rename.
+    DataSync,
+    /// + `fsync` of the target directory after the rename.
+    DataAndDirSync,
+    /// Like `DataAndDirSync` into `xx/yy/` shard directories created fresh for each file,
+    /// each new directory's parent fsynced (cachet's first blobs with `FsyncPolicy::Always`).
+    ShardedFreshDirs,
+}
+
+fn sync_dir(dir: &Path) {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
+}
+
+/// The raw filesystem floor under a blob store: publishes `count` files of `size` bytes under
+/// `root` (a temp file per file, written from `data` re-stamped per chunk, then renamed), with
+/// the durability steps of `mode`. Returns GiB/s.
+pub fn publish_files(
+    root: &Path,
+    mode: FloorMode,
+    count: usize,
+    size: usize,
+    data: &mut [u8],
+) -> f64 {
+    let tmp = root.join("tmp");
+    let objects = root.join("objects");
+    fs::create_dir_all(&tmp).expect("tmp dir");
+    fs::create_dir_all(&objects).expect("objects dir");
+    sync_dir(root);
+    let start = Instant::now();
+    for i in 0..count {
+        let temp = tmp.join(format!("upload-{i}"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .expect("create");
+        let mut written = 0;
+        while written < size {
+            let n = data.len().min(size - written);
+            stamp(&mut data[..n], (i * 1_000_000 + written) as u64);
+            f.write_all(&data[..n]).expect("write");
+            written += n;
+        }
+        if mode != FloorMode::NoSync {
+            f.sync_data().expect("fdatasync");
+        }
+        drop(f);
+        let target_dir = if mode == FloorMode::ShardedFreshDirs {
+            // Like cachet's first blobs: both shard levels are new.
+            let l1 = objects.join(format!("{:02x}", i % 256));
+            let l2 = l1.join(format!("{:02x}", i / 256));
+            if fs::create_dir(&l1).is_ok() {
+                sync_dir(&objects);
+            }
+            fs::create_dir(&l2).expect("shard dir");
+            sync_dir(&l1);
+            l2
+        } else {
+            objects.clone()
+        };
+        fs::rename(&temp, target_dir.join(format!("blob-{i}"))).expect("rename");
+        if matches!(
+            mode,
+            FloorMode::DataAndDirSync | FloorMode::ShardedFreshDirs
+        ) {
+            sync_dir(&target_dir);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (count * size) as f64 / secs / (1u64 << 30) as f64
 }
 
 /// The median of `values` (the mean of the middle two for an even count); NaN when empty.

@@ -49,9 +49,16 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // CACHET_READ_SNAPSHOT_US=0 measures without read snapshot reuse.
+    let snapshot_us: u64 = std::env::var("CACHET_READ_SNAPSHOT_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let index = SqliteConfig::new(dir.path().join("index.db"))
+        .with_read_snapshot(std::time::Duration::from_micros(snapshot_us))
         .open()
         .expect("open the index");
+    println!("read snapshot reuse: {snapshot_us} µs");
     let keys: Vec<CacheKey> = (0..ROWS).map(key).collect();
     let sqlite_version = rusqlite::version();
     println!("SQLite {sqlite_version}, {ROWS} rows, 200-byte inline values");

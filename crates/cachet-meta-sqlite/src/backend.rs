@@ -1,7 +1,8 @@
 //! [`SqliteMetadata`]: the [`MetadataBackend`] implementation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -123,8 +124,86 @@ struct Inner {
     path: String,
     writer: Mutex<Connection>,
     /// Empty when reads go through the writer (in-memory index, or `readers = 0`).
-    readers: Vec<Mutex<Connection>>,
+    readers: Vec<Mutex<ReaderConn>>,
     next_reader: AtomicUsize,
+    /// Bumped after every use of the writer connection: a reader's snapshot taken before a
+    /// write of this process is never reused after it (read-your-writes).
+    write_generation: AtomicU64,
+}
+
+/// A reader connection and the read snapshot it may hold open between lookups.
+///
+/// Starting and ending a read transaction costs SQLite a handful of `fcntl` calls on the
+/// database and its shared-memory file: about half of a primary-key lookup on this project's
+/// VM (3.6 µs per lookup, 1.7 µs when lookups share a transaction). So `get` and `get_meta`
+/// reuse a snapshot for up to `read_snapshot` (1 ms by default) and 256 lookups, and never
+/// after a write of this process. Other processes' writes thus become visible within
+/// `read_snapshot`.
+struct ReaderConn {
+    conn: Connection,
+    snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    started: Instant,
+    generation: u64,
+    reads: u32,
+}
+
+/// Lookups served by one snapshot at most.
+const SNAPSHOT_MAX_READS: u32 = 256;
+
+impl ReaderConn {
+    fn end_snapshot(&mut self) {
+        self.snapshot = None;
+        if !self.conn.is_autocommit() {
+            // A read-only transaction: nothing to write, so ending it cannot lose anything.
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+}
+
+/// A connection lent for reading: a reader, or the writer when there are no readers.
+enum ReadConn<'a> {
+    Reader(MutexGuard<'a, ReaderConn>),
+    Writer(MutexGuard<'a, Connection>),
+}
+
+impl Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConn::Reader(guard) => &guard.conn,
+            ReadConn::Writer(guard) => guard,
+        }
+    }
+}
+
+/// The writer connection; releasing it tells readers that the index may have changed.
+struct WriteConn<'a> {
+    guard: MutexGuard<'a, Connection>,
+    generation: &'a AtomicU64,
+}
+
+impl Deref for WriteConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.guard
+    }
+}
+
+impl DerefMut for WriteConn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.guard
+    }
+}
+
+impl Drop for WriteConn<'_> {
+    fn drop(&mut self) {
+        // After the transaction (which borrows this guard) has committed or rolled back.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for SqliteMetadata {
@@ -182,22 +261,26 @@ impl SqliteMetadata {
                         reader
                             .pragma_update(None, "query_only", true)
                             .map_err(|e| sqlite_error("configure a reader connection", &path, e))?;
-                        Ok(Mutex::new(reader))
+                        Ok(Mutex::new(ReaderConn {
+                            conn: reader,
+                            snapshot: None,
+                        }))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 (path, writer, readers)
             }
         };
         tracing::debug!(path, readers = readers.len(), "opened the SQLite index");
-        Ok(SqliteMetadata {
-            inner: Arc::new(Inner {
-                config,
-                path,
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config,
+            path,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            write_generation: AtomicU64::new(0),
+        });
+        spawn_snapshot_janitor(&inner);
+        Ok(SqliteMetadata { inner })
     }
 
     /// Opens the index at a `sqlite://` URL (see [`SqliteConfig::from_url`]).
@@ -299,6 +382,40 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Ends read snapshots left open by readers that went idle, so that they do not hold back
+/// WAL checkpoints (an open snapshot pins the WAL). Exits when the index is dropped.
+fn spawn_snapshot_janitor(inner: &Arc<Inner>) {
+    let max_age = inner.config.read_snapshot();
+    if inner.readers.is_empty() || max_age.is_zero() {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    let interval = (max_age * 4).max(Duration::from_millis(5));
+    let spawned = std::thread::Builder::new()
+        .name("cachet-sqlite-snapshots".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(inner) = weak.upgrade() else { return };
+                for reader in &inner.readers {
+                    if let Ok(mut guard) = reader.try_lock() {
+                        if guard
+                            .snapshot
+                            .is_some_and(|s| s.started.elapsed() >= max_age)
+                        {
+                            guard.end_snapshot();
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the janitor an idle reader keeps its snapshot until its next lookup; WAL
+        // checkpoints then wait for that lookup. Correctness does not depend on it.
+        tracing::warn!(error = %e, "could not start the SQLite snapshot janitor thread");
+    }
+}
+
 /// Locks a connection, recovering from a panic of a previous holder (rusqlite rolls back an
 /// unfinished transaction when its guard is dropped during unwinding; rolled back again here
 /// to be sure).
@@ -321,28 +438,76 @@ fn recover(guard: MutexGuard<'_, Connection>) -> MutexGuard<'_, Connection> {
 
 impl Inner {
     /// A reader connection: the first free one, else wait for one (round robin).
-    fn reader(&self) -> MutexGuard<'_, Connection> {
+    fn lock_reader(&self) -> MutexGuard<'_, ReaderConn> {
         let n = self.readers.len();
-        if n == 0 {
-            return lock(&self.writer);
-        }
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
-            let conn = &self.readers[(start + i) % n];
-            match conn.try_lock() {
+            let reader = &self.readers[(start + i) % n];
+            match reader.try_lock() {
                 Ok(guard) => return guard,
                 Err(TryLockError::Poisoned(poisoned)) => {
-                    conn.clear_poison();
-                    return recover(poisoned.into_inner());
+                    reader.clear_poison();
+                    let mut guard = poisoned.into_inner();
+                    guard.end_snapshot();
+                    return guard;
                 }
                 Err(TryLockError::WouldBlock) => {}
             }
         }
-        lock(&self.readers[start])
+        self.readers[start].lock().unwrap_or_else(|poisoned| {
+            self.readers[start].clear_poison();
+            let mut guard = poisoned.into_inner();
+            guard.end_snapshot();
+            guard
+        })
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.writer)
+    /// A connection for a read that must see everything committed so far (list, stats).
+    fn reader(&self) -> ReadConn<'_> {
+        if self.readers.is_empty() {
+            return ReadConn::Writer(lock(&self.writer));
+        }
+        let mut guard = self.lock_reader();
+        guard.end_snapshot();
+        ReadConn::Reader(guard)
+    }
+
+    /// A connection for a point lookup, possibly inside a recent snapshot (see [`ReaderConn`]).
+    fn snapshot_reader(&self) -> Result<ReadConn<'_>> {
+        let max_age = self.config.read_snapshot();
+        if self.readers.is_empty() || max_age.is_zero() {
+            return Ok(self.reader());
+        }
+        let mut guard = self.lock_reader();
+        let generation = self.write_generation.load(Ordering::Acquire);
+        let reusable = guard.snapshot.is_some_and(|s| {
+            s.generation == generation
+                && s.reads < SNAPSHOT_MAX_READS
+                && s.started.elapsed() < max_age
+        }) && !guard.conn.is_autocommit();
+        if !reusable {
+            guard.end_snapshot();
+            guard
+                .conn
+                .execute_batch("BEGIN")
+                .map_err(self.fail("begin a read snapshot"))?;
+            guard.snapshot = Some(Snapshot {
+                started: Instant::now(),
+                generation,
+                reads: 0,
+            });
+        }
+        if let Some(snapshot) = &mut guard.snapshot {
+            snapshot.reads += 1;
+        }
+        Ok(ReadConn::Reader(guard))
+    }
+
+    fn writer(&self) -> WriteConn<'_> {
+        WriteConn {
+            guard: lock(&self.writer),
+            generation: &self.write_generation,
+        }
     }
 
     fn fail<'a, D: fmt::Display + 'a>(
@@ -358,7 +523,7 @@ impl Inner {
     }
 
     fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
-        let conn = self.reader();
+        let conn = self.snapshot_reader()?;
         let mut stmt = conn
             .prepare_cached(GET_SQL)
             .map_err(self.fail("prepare get"))?;
@@ -381,7 +546,7 @@ impl Inner {
     }
 
     fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
-        let conn = self.reader();
+        let conn = self.snapshot_reader()?;
         let mut stmt = conn
             .prepare_cached(GET_META_SQL)
             .map_err(self.fail("prepare get_meta"))?;

@@ -80,7 +80,17 @@
 //!   not used: the entry → blob rule is checked by the `put` transaction, because a blob row
 //!   must be able to outlive its entries (GC protocol).
 //! - Hot statements are prepared once per connection (`prepare_cached`). `get` is a single
-//!   primary-key `SELECT` on a reader; reads never write. Access times arrive in batches
+//!   primary-key `SELECT` on a reader; reads never write.
+//! - **Read snapshot reuse.** Starting and ending a read transaction costs SQLite several
+//!   `fcntl` calls on the database and its `-shm` file, about half of a small lookup here. So a
+//!   reader keeps its read transaction open across `get` / `get_meta` calls for up to
+//!   [`SqliteConfig::with_read_snapshot`] (1 ms by default) and 256 lookups, and starts a new
+//!   one after any write of this process (a write counter), so a process always reads its own
+//!   writes; another process's writes become visible within 1 ms. A janitor thread ends
+//!   snapshots of idle readers every few milliseconds so that they do not hold back WAL
+//!   checkpoints. `list` and `stats` always read a fresh snapshot. Measured with
+//!   `pk_lookup` on a loaded VM (`CACHET_READ_SNAPSHOT_US=0` turns reuse off): `get` hit
+//!   9.2 → 7.0 µs, miss 5.2 → 2.1 µs, two threads 6.0 → 4.6 µs per op. Access times arrive in batches
 //!   through `record_access`, one transaction per batch.
 //!
 //! ## Schema and migrations

@@ -161,11 +161,12 @@ async fn record_access_applies_a_batch_in_one_transaction() {
 }
 
 #[tokio::test]
-async fn writes_are_visible_to_another_index_on_the_same_file_at_once() {
+async fn writes_are_visible_to_another_index_at_once_without_snapshot_reuse() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.db");
     let a = open(&path);
-    let b = open(&path);
+    let b =
+        SqliteMetadata::open(SqliteConfig::new(&path).with_read_snapshot(Duration::ZERO)).unwrap();
     let record = sample_record(&test_key("", "shared"));
     a.put(record.clone()).await.unwrap();
     assert_eq!(b.get(&record.meta.key).await.unwrap(), Some(record.clone()));
@@ -258,4 +259,86 @@ async fn flush_leaves_every_write_in_the_database_file_itself() {
         .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 50);
+}
+
+#[tokio::test]
+async fn own_writes_are_visible_to_the_next_read_despite_snapshot_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let index =
+        SqliteMetadata::open(SqliteConfig::new(dir.path().join("index.db")).with_readers(1))
+            .unwrap();
+    let key = test_key("", "mine");
+    for round in 0..200u64 {
+        // The read opens (or reuses) a snapshot; the write must invalidate it.
+        let before = index.get_meta(&key).await.unwrap();
+        assert_eq!(
+            before.map(|m| m.raw_size),
+            round.checked_sub(1),
+            "round {round}"
+        );
+        let mut record = sample_record(&key);
+        record.meta.raw_size = round;
+        index.put(record).await.unwrap();
+        assert_eq!(
+            index.get_meta(&key).await.unwrap().map(|m| m.raw_size),
+            Some(round)
+        );
+    }
+    index.delete(&key).await.unwrap();
+    assert_eq!(
+        index.get(&key).await.unwrap(),
+        None,
+        "a delete is visible at once too"
+    );
+}
+
+#[tokio::test]
+async fn another_index_sees_a_write_within_the_read_snapshot_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let writer = open(&path);
+    let snapshot = Duration::from_millis(20);
+    let reader = SqliteMetadata::open(
+        SqliteConfig::new(&path)
+            .with_readers(1)
+            .with_read_snapshot(snapshot),
+    )
+    .unwrap();
+    let key = test_key("", "theirs");
+    assert_eq!(reader.get(&key).await.unwrap(), None); // opens a snapshot
+    writer.put(sample_record(&key)).await.unwrap();
+    let written = Instant::now();
+    loop {
+        if reader.get(&key).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            written.elapsed() < snapshot * 3,
+            "the write stayed invisible for {:?}, longer than the snapshot time {snapshot:?}",
+            written.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[tokio::test]
+async fn an_idle_reader_does_not_hold_back_wal_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let reader = SqliteMetadata::open(SqliteConfig::new(&path).with_readers(1)).unwrap();
+    let key = test_key("", "k");
+    assert_eq!(reader.get(&key).await.unwrap(), None); // leaves a snapshot open, then idles
+    let other = open(&path);
+    other.put(sample_record(&key)).await.unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the janitor runs every 5 ms
+    let conn = Connection::open(&path).unwrap();
+    let (busy, log, checkpointed): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(
+        busy, 0,
+        "a reader still pins the WAL (log {log}, checkpointed {checkpointed})"
+    );
 }

@@ -503,6 +503,16 @@ impl Inner {
         Ok(ReadConn::Reader(guard))
     }
 
+    /// A blob id read back from the `blobs` table.
+    fn registry_id(&self, id: &str) -> Result<BlobId> {
+        BlobId::parse(id).map_err(|_| {
+            Error::corrupt(
+                format!("blob registry of {}", self.path),
+                format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
+            )
+        })
+    }
+
     fn writer(&self) -> WriteConn<'_> {
         WriteConn {
             guard: lock(&self.writer),
@@ -713,16 +723,7 @@ impl Inner {
             .map_err(self.fail("reclaim abandoned claims"))?
         };
         tx.commit().map_err(self.fail("commit reclaim"))?;
-        ids.iter()
-            .map(|id| {
-                BlobId::parse(id).map_err(|_| {
-                    Error::corrupt(
-                        format!("blob registry of {}", self.path),
-                        format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
-                    )
-                })
-            })
-            .collect()
+        ids.iter().map(|id| self.registry_id(id)).collect()
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
@@ -923,12 +924,7 @@ impl Inner {
                     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
                     .map_err(self.fail("claim unreferenced blobs"))?;
                 for id in ids {
-                    claimed.push(BlobId::parse(&id).map_err(|_| {
-                        Error::corrupt(
-                            format!("blob registry of {}", self.path),
-                            format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
-                        )
-                    })?);
+                    claimed.push(self.registry_id(&id)?);
                 }
             }
         }

@@ -121,3 +121,8 @@ pub mod backends {
     #[cfg(feature = "blob-fs")]
     pub use cachet_blob_fs as fs;
 }
+
+/// The README's code, compiled as doctests so that it cannot drift from the API.
+#[cfg(all(doctest, feature = "meta-sqlite", feature = "blob-fs"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

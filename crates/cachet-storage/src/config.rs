@@ -41,6 +41,11 @@ pub struct StoreConfig {
     pub access_flush_interval: Duration,
     /// ... or when this many distinct entries were read since the last write (default 4096).
     pub access_flush_max: usize,
+    /// An entry's access time is written back only once the index's copy is older than this
+    /// (default 60 s; zero writes every batch): like `relatime`, it bounds the index writes a
+    /// hot entry costs to one per period, while its read count keeps accumulating.
+    /// [`Store::flush`](crate::Store::flush) writes everything regardless.
+    pub access_time_granularity: Duration,
     /// The source of time (injectable for tests).
     pub clock: Arc<dyn Clock>,
 }
@@ -57,6 +62,7 @@ impl Default for StoreConfig {
             temporary_max_age: Duration::from_secs(3600),
             access_flush_interval: Duration::from_secs(1),
             access_flush_max: 4096,
+            access_time_granularity: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }
     }
@@ -96,6 +102,12 @@ impl StoreConfig {
     /// Sets the clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets the access time granularity (see [`StoreConfig::access_time_granularity`]).
+    pub fn with_access_time_granularity(mut self, granularity: Duration) -> Self {
+        self.access_time_granularity = granularity;
         self
     }
 

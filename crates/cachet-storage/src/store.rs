@@ -124,7 +124,11 @@ impl Store {
         config: StoreConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let access = AccessLog::new(config.access_flush_interval, config.access_flush_max);
+        let access = AccessLog::new(
+            config.access_flush_interval,
+            config.access_time_granularity,
+            config.access_flush_max,
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 meta,
@@ -483,12 +487,12 @@ impl Store {
                 while let Some(chunk) = reader.next_chunk().await? {
                     out.extend_from_slice(&chunk);
                 }
-                self.record_access(&entry.meta.key).await;
+                self.record_access(&entry.meta).await;
                 return Ok(Bytes::from(out));
             }
         };
         verify_content(&entry.meta, &info, &raw)?;
-        self.record_access(&entry.meta.key).await;
+        self.record_access(&entry.meta).await;
         Ok(raw)
     }
 
@@ -567,7 +571,7 @@ impl Store {
         match self.lookup(key).await? {
             Some(entry) => {
                 let reader = self.open_reader(&entry).await?;
-                self.record_access(key).await;
+                self.record_access(&entry.meta).await;
                 Ok(Some(reader))
             }
             None => Ok(None),
@@ -588,9 +592,13 @@ impl Store {
         Ok(self.inner.meta.get_meta(key).await?.is_some())
     }
 
-    async fn record_access(&self, key: &CacheKey) {
+    async fn record_access(&self, meta: &EntryMeta) {
         let busy = self.inner.access_gate.busy();
-        if let Some(batch) = self.inner.access.record(key, self.now(), busy) {
+        if let Some(batch) = self
+            .inner
+            .access
+            .record(&meta.key, self.now(), meta.accessed_at, busy)
+        {
             if let Some(batch) = spawn_batch(&self.inner.meta, &self.inner.access_gate, batch) {
                 if let Err(e) = write_batch_now(&self.inner.meta, batch).await {
                     tracing::warn!(error = %e, "could not record access times");

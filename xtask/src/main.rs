@@ -34,7 +34,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci               ensure tools, fmt check, clippy, cargo-deny, tests, doctests
+  ci               ensure tools, fmt check, clippy, docs, cargo-deny, tests, doctests
   lint             fmt check, clippy (-D warnings), cargo-deny
   test             all tests with cargo-nextest, then doctests
   bench            cargo bench -p cachet-benches, then the peer comparison
@@ -284,6 +284,18 @@ fn lint_steps(ctx: &Ctx) -> Vec<Step> {
                 "--",
                 "-D",
                 "warnings",
+            ],
+        ),
+        // Broken intra-doc links and missing docs fail the build.
+        Step::cargo(
+            "docs",
+            &[
+                "doc",
+                "--no-deps",
+                "--workspace",
+                "--all-features",
+                "--config",
+                "build.rustdocflags=[\"-D\", \"warnings\"]",
             ],
         ),
         deny,

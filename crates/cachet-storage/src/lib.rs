@@ -4,7 +4,7 @@
 //! (the index) and a [`BlobBackend`](cachet_core::BlobBackend) (the bytes) and gives them one
 //! promise: what you read is exactly what was written, or a typed error.
 //!
-//! - **Framed container** ([`format`]): values are split into frames (1 MiB by default), each
+//! - **Framed container** ([`format`](mod@format)): values are split into frames (1 MiB by default), each
 //!   compressed with LZ4 or Zstandard (skipped when a frame does not shrink) and checksummed
 //!   with xxh3-64; a trailer carries the xxh3-128 of the whole value. Specified in
 //!   `docs/FORMAT.md` so that other languages can read a cache.

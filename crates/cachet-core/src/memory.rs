@@ -168,19 +168,22 @@ impl MetadataBackend for MemoryMetadata {
     async fn update_expiry(
         &self,
         key: &CacheKey,
+        if_signature: Option<&str>,
         expires_at: Option<Timestamp>,
         updated_at: Timestamp,
         signature: Option<String>,
     ) -> Result<bool> {
         let mut index = lock(&self.inner);
         match index.entries.get_mut(key) {
-            Some(record) => {
+            Some(record)
+                if if_signature.is_none_or(|s| record.meta.signature.as_deref() == Some(s)) =>
+            {
                 record.meta.expires_at = expires_at;
                 record.meta.updated_at = updated_at;
                 record.meta.signature = signature;
                 Ok(true)
             }
-            None => Ok(false),
+            _ => Ok(false),
         }
     }
 

@@ -97,9 +97,14 @@ pub trait MetadataBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Sets `expires_at`, `updated_at` and `signature` together; returns `false` if the key
     ///   does not exist.
+    /// - With `if_signature: Some(s)`, changes the entry only if its current signature is `s`
+    ///   (an optimistic check: the caller signed the new fields from the entry it read, so the
+    ///   new signature is only valid for that entry); returns `false` and changes nothing
+    ///   otherwise. `None` applies unconditionally.
     async fn update_expiry(
         &self,
         key: &CacheKey,
+        if_signature: Option<&str>,
         expires_at: Option<Timestamp>,
         updated_at: Timestamp,
         signature: Option<String>,

@@ -76,7 +76,7 @@ const RECORD_ACCESS_SQL: &str = "UPDATE entries SET accessed_at = max(accessed_a
      THEN 9223372036854775807 ELSE access_count + ?4 END \
      WHERE namespace = ?1 AND id = ?2";
 const UPDATE_EXPIRY_SQL: &str = "UPDATE entries SET expires_at = ?3, updated_at = ?4, \
-     signature = ?5 WHERE namespace = ?1 AND id = ?2";
+     signature = ?5 WHERE namespace = ?1 AND id = ?2 AND (?6 IS NULL OR signature = ?6)";
 /// Sizes are summed as high and low 32-bit halves so that no sum overflows SQLite's i64.
 const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw_hi, e.raw_lo, e.stored_hi, \
      e.stored_lo, b.n, b.hi, b.lo FROM \
@@ -776,6 +776,7 @@ impl Inner {
     fn update_expiry(
         &self,
         key: &CacheKey,
+        if_signature: Option<&str>,
         expires_at: Option<Timestamp>,
         updated_at: Timestamp,
         signature: Option<&str>,
@@ -790,6 +791,7 @@ impl Inner {
                     expires_at.map(|t| t.0),
                     updated_at.0,
                     signature,
+                    if_signature,
                 ])
             })
             .map_err(self.fail(format_args!("update expiry of {key}")))?;
@@ -1024,12 +1026,18 @@ impl MetadataBackend for SqliteMetadata {
     async fn update_expiry(
         &self,
         key: &CacheKey,
+        if_signature: Option<&str>,
         expires_at: Option<Timestamp>,
         updated_at: Timestamp,
         signature: Option<String>,
     ) -> Result<bool> {
-        self.inner
-            .update_expiry(key, expires_at, updated_at, signature.as_deref())
+        self.inner.update_expiry(
+            key,
+            if_signature,
+            expires_at,
+            updated_at,
+            signature.as_deref(),
+        )
     }
 
     async fn stats(&self) -> Result<IndexStats> {

@@ -185,6 +185,7 @@ async fn overlap_writer(index: &SqliteMetadata, id: u64, retries: &mut u64) {
             retrying(retries, "update_expiry", || {
                 index.update_expiry(
                     &key,
+                    None,
                     Some(Timestamp(T0.0 + 1_000)),
                     Timestamp(T0.0 + i as i64),
                     None,

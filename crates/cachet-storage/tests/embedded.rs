@@ -233,12 +233,13 @@ impl MetadataBackend for DiesBeforeCommit {
     async fn update_expiry(
         &self,
         key: &CacheKey,
+        if_signature: Option<&str>,
         expires_at: Option<Timestamp>,
         updated_at: Timestamp,
         signature: Option<String>,
     ) -> Result<bool> {
         self.0
-            .update_expiry(key, expires_at, updated_at, signature)
+            .update_expiry(key, if_signature, expires_at, updated_at, signature)
             .await
     }
     async fn stats(&self) -> Result<IndexStats> {

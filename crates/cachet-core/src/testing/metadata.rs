@@ -1270,7 +1270,7 @@ pub async fn update_expiry_changes_only_expiry_fields(backend: &DynMetadata) {
     let updated = Timestamp(T0.0 + 5);
     let signature = Some("f".repeat(64));
     let found = backend
-        .update_expiry(&record.meta.key, expires, updated, signature.clone())
+        .update_expiry(&record.meta.key, None, expires, updated, signature.clone())
         .await
         .expect("update_expiry failed");
     assert!(found, "update_expiry of an existing key must return true");
@@ -1287,7 +1287,7 @@ pub async fn update_expiry_changes_only_expiry_fields(backend: &DynMetadata) {
     let updated_again = Timestamp(T0.0 + 6);
     assert!(
         backend
-            .update_expiry(&record.meta.key, None, updated_again, None)
+            .update_expiry(&record.meta.key, None, None, updated_again, None)
             .await
             .expect("update_expiry failed")
     );
@@ -1301,11 +1301,62 @@ pub async fn update_expiry_changes_only_expiry_fields(backend: &DynMetadata) {
     );
 }
 
+/// With `if_signature`, `update_expiry` applies only while the entry still carries that
+/// signature: a touch that raced with a rewrite changes nothing and reports `false`.
+pub async fn update_expiry_applies_only_to_the_signature_it_expects(backend: &DynMetadata) {
+    let mut record = sample_record(&test_key("", "signed"));
+    record.meta.signature = Some("aa".repeat(32));
+    put_ok(backend, record.clone()).await;
+    let stale = "bb".repeat(32);
+    let changed = backend
+        .update_expiry(
+            &record.meta.key,
+            Some(&stale),
+            Some(T0),
+            T0,
+            Some("cc".repeat(32)),
+        )
+        .await
+        .expect("update_expiry failed");
+    assert!(
+        !changed,
+        "an update expecting another signature must report false"
+    );
+    let meta = backend
+        .get_meta(&record.meta.key)
+        .await
+        .expect("get_meta failed")
+        .expect("entry");
+    assert_eq!(
+        meta, record.meta,
+        "an update expecting another signature must change nothing"
+    );
+    let current = "aa".repeat(32);
+    let changed = backend
+        .update_expiry(
+            &record.meta.key,
+            Some(&current),
+            Some(T0),
+            T0,
+            Some("dd".repeat(32)),
+        )
+        .await
+        .expect("update_expiry failed");
+    assert!(changed, "an update expecting the current signature applies");
+    let meta = backend
+        .get_meta(&record.meta.key)
+        .await
+        .expect("get_meta failed")
+        .expect("entry");
+    assert_eq!(meta.signature.as_deref(), Some("dd".repeat(32).as_str()));
+    assert_eq!(meta.expires_at, Some(T0));
+}
+
 /// `update_expiry` of a missing key returns `false` and creates nothing.
 pub async fn update_expiry_of_missing_key_returns_false(backend: &DynMetadata) {
     let key = test_key("", "absent");
     let found = backend
-        .update_expiry(&key, Some(T0), T0, None)
+        .update_expiry(&key, None, Some(T0), T0, None)
         .await
         .expect("update_expiry failed");
     assert!(!found, "update_expiry of a missing key must return false");
@@ -2023,6 +2074,7 @@ where
         concurrent_record_access_sums_every_hit,
         update_expiry_changes_only_expiry_fields,
         update_expiry_of_missing_key_returns_false,
+        update_expiry_applies_only_to_the_signature_it_expects,
         stats_of_empty_index_are_zero,
         stats_count_entries_and_blobs_once,
         reserve_blob_registers_the_blob,

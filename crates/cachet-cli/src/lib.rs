@@ -11,7 +11,26 @@
 //! cachet --cache DIR get KEY     # a value to stdout (serde values rendered as JSON)
 //! ```
 //!
-//! `main.rs` only calls [`main_with_args`]; everything is testable from here.
+//! `main.rs` only calls [`main_with_args`]; everything is testable from here:
+//!
+//! ```
+//! use clap::Parser;
+//!
+//! let dir = std::env::temp_dir().join(format!("cachet-cli-doc-{}", std::process::id()));
+//! let rt = tokio::runtime::Runtime::new().unwrap();
+//! rt.block_on(async {
+//!     let cache = cachet::Cache::open(&dir).await.unwrap();
+//!     cache.insert_bytes("greeting", b"hello").await.unwrap();
+//!     let cli = cachet_cli::Cli::try_parse_from([
+//!         "cachet", "--cache", dir.to_str().unwrap(), "get", "greeting",
+//!     ])
+//!     .unwrap();
+//!     let mut out = Vec::new();
+//!     cachet_cli::run(cli, &mut out).await.unwrap();
+//!     assert_eq!(out, b"hello");
+//! });
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
 
 mod demo;
 mod format;

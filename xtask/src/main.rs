@@ -195,6 +195,8 @@ struct Step {
 enum Action {
     /// Install cargo-nextest and cargo-deny if they are missing.
     EnsureTools,
+    /// Install the Python packages of the format-spec reader test if they are missing.
+    EnsurePython,
     /// `cargo <args>`.
     Cargo(Vec<&'static str>),
     /// `cargo <args>`, after checking that the cargo subcommand `tool` is installed.
@@ -224,6 +226,7 @@ impl Step {
     fn run(&self, ctx: &Ctx) -> Result<()> {
         match &self.action {
             Action::EnsureTools => ensure_tools(ctx),
+            Action::EnsurePython => ensure_python_packages(),
             Action::Cargo(args) => ctx.run_cargo(args),
             Action::CargoTool { tool, args } => {
                 require_tool(ctx, tool)?;
@@ -314,6 +317,11 @@ fn test_steps(ctx: &Ctx) -> Vec<Step> {
         nextest.extend_from_slice(&["--profile", "ci"]);
     }
     vec![
+        Step {
+            name: "python packages",
+            action: Action::EnsurePython,
+            note: None,
+        },
         Step::cargo_tool("nextest", "nextest", nextest),
         // nextest does not run doctests.
         Step::cargo(
@@ -359,6 +367,45 @@ fn ensure_tools(ctx: &Ctx) -> Result<()> {
         "deny",
         &["cargo-deny", "--locked", "--version", CARGO_DENY_VERSION],
     )?;
+    Ok(())
+}
+
+/// The packages `docs/reader/read_cache.py` needs; the test
+/// `crates/cachet-storage/tests/python_reader.rs` runs it to prove docs/FORMAT.md complete.
+const PYTHON_PACKAGES: &[&str] = &["xxhash", "lz4", "zstandard"];
+
+fn ensure_python_packages() -> Result<()> {
+    let probe = || {
+        Command::new("python3")
+            .args(["-c", "import xxhash, lz4.block, zstandard"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if probe() {
+        println!("found python3 with {}", PYTHON_PACKAGES.join(", "));
+        return Ok(());
+    }
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(PYTHON_PACKAGES);
+    run_command(
+        &mut pip,
+        &format!("python3 -m pip install {}", PYTHON_PACKAGES.join(" ")),
+    )?;
+    if !probe() {
+        bail!(
+            "python3 still cannot import {} after installing them",
+            PYTHON_PACKAGES.join(", ")
+        );
+    }
     Ok(())
 }
 

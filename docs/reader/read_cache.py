@@ -158,7 +158,7 @@ def read_value(cache_dir: Path, namespace: str, key_id: str, signing_key: bytes 
         stored = row["inline_data"]
     else:  # FORMAT.md §2.3
         algo, _, hexpart = row["blob_id"].rpartition("-")
-        path = cache_dir / "blobs" / algo / hexpart[:2] / hexpart[2:4] / hexpart
+        path = cache_dir / "blobs" / algo / hexpart[:2] / hexpart
         try:
             stored = path.read_bytes()
         except FileNotFoundError:

@@ -107,7 +107,7 @@ impl FsBlobs {
     }
 
     /// Where the blob `id` is (or would be) stored:
-    /// `<root>/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex>`.
+    /// `<root>/<algorithm>/<hex[0..2]>/<hex>`.
     pub fn blob_path(&self, id: &BlobId) -> PathBuf {
         self.inner.layout.blob_path(id)
     }
@@ -223,8 +223,7 @@ impl BlobBackend for FsBlobs {
             .map(|algorithm| PendingDir {
                 path: layout.algorithm_dir(algorithm),
                 algorithm,
-                first: None,
-                second: None,
+                shard: None,
             })
             .collect();
         let walk = Walk {
@@ -588,8 +587,8 @@ impl ChunkReader {
 struct PendingDir {
     path: PathBuf,
     algorithm: &'static str,
-    first: Option<String>,
-    second: Option<String>,
+    /// `None` for an algorithm directory, the shard name for a shard directory.
+    shard: Option<String>,
 }
 
 /// A depth-first walk of the shard directories, one directory read per step: memory holds at
@@ -641,24 +640,16 @@ impl Walk {
             let Some(name) = name.to_str() else {
                 continue; // not UTF-8: not ours
             };
-            match (&dir.first, &dir.second) {
-                (None, _) | (Some(_), None)
-                    if file_type.is_dir() && layout::is_shard_name(name) =>
-                {
-                    let (first, second) = match &dir.first {
-                        None => (Some(name.to_owned()), None),
-                        Some(first) => (Some(first.clone()), Some(name.to_owned())),
-                    };
+            match &dir.shard {
+                None if file_type.is_dir() && layout::is_shard_name(name) => {
                     self.pending.push(PendingDir {
                         path: entry.path(),
                         algorithm: dir.algorithm,
-                        first,
-                        second,
+                        shard: Some(name.to_owned()),
                     });
                 }
-                (Some(first), Some(second)) if file_type.is_file() => {
-                    let Some(id) = layout::parse_blob_file(dir.algorithm, first, second, name)
-                    else {
+                Some(shard) if file_type.is_file() => {
+                    let Some(id) = layout::parse_blob_file(dir.algorithm, shard, name) else {
                         continue;
                     };
                     match entry.metadata() {

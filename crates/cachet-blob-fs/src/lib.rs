@@ -30,7 +30,7 @@
 //!
 //! assert_eq!(
 //!     blobs.blob_path(&id),
-//!     root.join("xxh3-128/00/00/00000000000000000000000000001234")
+//!     root.join("xxh3-128/00/00000000000000000000000000001234")
 //! );
 //! # Ok(())
 //! # }
@@ -38,7 +38,7 @@
 //!
 //! ## Layout
 //! ```text
-//! <root>/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex>     published blobs (immutable files)
+//! <root>/<algorithm>/<hex[0..2]>/<hex>                published blobs (immutable files)
 //! <root>/tmp/upload-<start_ms>-<pid>-<counter>-<nanos>  uploads in progress
 //! ```
 //! `algorithm` is `xxh3-128` or `sha256` and `hex` the lowercase digest, both from a validated

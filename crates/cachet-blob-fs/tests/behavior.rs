@@ -65,7 +65,7 @@ fn set_mtime(path: &Path, ago: Duration) {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn blobs_are_stored_at_algorithm_and_two_hex_shards_with_hex_only_names() {
+async fn blobs_are_stored_at_algorithm_and_one_hex_shard_with_hex_only_names() {
     let (_dir, blobs) = store();
     let a = BlobId::from_digest(&ContentDigest::Xxh3_128(0x0123_4567_89ab_cdef << 64));
     let b = sha256_id(0xfe);
@@ -78,8 +78,8 @@ async fn blobs_are_stored_at_algorithm_and_two_hex_shards_with_hex_only_names() 
     assert_eq!(
         files,
         vec![
-            format!("sha256/fe/fe/{}", "fe".repeat(32)),
-            "xxh3-128/01/23/0123456789abcdef0000000000000000".to_owned(),
+            format!("sha256/fe/{}", "fe".repeat(32)),
+            "xxh3-128/01/0123456789abcdef0000000000000000".to_owned(),
         ]
     );
     for file in &files {
@@ -240,7 +240,7 @@ async fn list_ignores_foreign_files_anywhere_in_the_tree() {
         .put(&real_sha, Bytes::from_static(b"real sha"))
         .await
         .unwrap();
-    let shard = root.join("xxh3-128/ab/cd");
+    let shard = root.join("xxh3-128/ab");
     let outside = dir.path().join("outside-secret");
     fs::write(&outside, b"secret").unwrap();
 
@@ -248,15 +248,15 @@ async fn list_ignores_foreign_files_anywhere_in_the_tree() {
         root.join("README"),
         root.join("index.sqlite"),
         root.join("xxh3-128/notes.txt"),
-        root.join("xxh3-128/ab/stray"),
+        root.join("xxh3-128/ab/cd/abcd0000000000000000000000000008"), // the old two-level path
         shard.join("not-hex"),
         shard.join("abcd0000000000000000000000000000.tmp"),
         shard.join("ABCD0000000000000000000000000001"), // uppercase
         shard.join("abcd00000000000000000000000000"),   // too short
-        shard.join("abce0000000000000000000000000002"), // valid id, wrong shard
-        root.join("md5/ab/cd/abcd0000000000000000000000000003"), // unknown algorithm
-        root.join("xxh3-128/zz/cd/zzcd0000000000000000000000000004"),
-        root.join("sha256/ab/cd/abcd0000000000000000000000000005"), // xxh3 length under sha256
+        shard.join("acbd0000000000000000000000000002"), // valid id, wrong shard
+        root.join("md5/ab/abcd0000000000000000000000000003"), // unknown algorithm
+        root.join("xxh3-128/zz/zzcd0000000000000000000000000004"),
+        root.join("sha256/ab/abcd0000000000000000000000000005"), // xxh3 length under sha256
     ];
     for path in &foreign_files {
         fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -51,10 +51,12 @@ impl AccessLog {
     /// Records one read of an entry whose index row says it was last read at `indexed_at`;
     /// returns a batch to write when one is due.
     ///
-    /// While a previous batch is still being written (`busy`), nothing is handed out, so at most
-    /// one batch is in flight; if reads of new keys outpace the index meanwhile, keys beyond
-    /// four batches' worth are not recorded (access times and counts are statistics for
-    /// eviction and humans, and memory must stay bounded). Keys already pending still count.
+    /// At most once per interval, the keys that are due are handed out (one scan of the pending
+    /// keys per interval, never per read). While a previous batch is still being written
+    /// (`busy`), nothing is handed out, so at most one batch is in flight. Pending keys are
+    /// capped at `max_pending`: at the cap everything pending is handed out, and while a batch
+    /// is in flight reads of new keys beyond the cap are not recorded (access times and counts
+    /// are statistics for eviction and humans, and memory must stay bounded).
     pub(crate) fn record(
         &self,
         key: &CacheKey,
@@ -63,7 +65,7 @@ impl AccessLog {
         busy: bool,
     ) -> Option<Vec<AccessRecord>> {
         let mut pending = self.lock();
-        let room = pending.len() < self.max_pending.saturating_mul(4);
+        let room = pending.len() < self.max_pending;
         match pending.get_mut(key) {
             Some(p) => {
                 p.at = p.at.max(now);
@@ -88,7 +90,7 @@ impl AccessLog {
             return None;
         }
         self.last_flush.store(now.0, Ordering::Relaxed);
-        // A full log writes everything (memory first); a periodic batch only what is due.
+        // At the cap everything is written (memory first); otherwise only what is due.
         let batch = if full {
             drain(&mut pending, |_| true)
         } else {
@@ -229,7 +231,7 @@ mod tests {
             );
         }
         let pending = log.take_all();
-        assert_eq!(pending.len(), 8, "at most four batches' worth of keys wait");
+        assert_eq!(pending.len(), 2, "at most max_pending keys wait");
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub struct StoreConfig {
     pub temporary_max_age: Duration,
     /// Access times and counts are written at most this often (default 1 s).
     pub access_flush_interval: Duration,
-    /// ... or when this many distinct entries were read since the last write (default 4096).
+    /// At most this many entries' reads wait in memory (default 65,536, a few MiB); at the
+    /// cap everything pending is written at once.
     pub access_flush_max: usize,
     /// An entry's access time is written back only once the index's copy is older than this
     /// (default 60 s; zero writes every batch): like `relatime`, it bounds the index writes a
@@ -61,7 +62,7 @@ impl Default for StoreConfig {
             stale_claim_after: Duration::from_secs(600),
             temporary_max_age: Duration::from_secs(3600),
             access_flush_interval: Duration::from_secs(1),
-            access_flush_max: 4096,
+            access_flush_max: 65_536,
             access_time_granularity: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }

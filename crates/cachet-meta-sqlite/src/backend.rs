@@ -503,6 +503,26 @@ impl Inner {
         Ok(ReadConn::Reader(guard))
     }
 
+    /// The old row of a write that replaces or removes it. A row too damaged to decode does
+    /// not block the write (that is how repair removes it): it is logged and reported as `None`.
+    fn replaced_row(
+        &self,
+        read: std::result::Result<Option<EntryMeta>, RowError>,
+        key: &CacheKey,
+        op: &str,
+    ) -> Result<Option<EntryMeta>> {
+        match read {
+            Ok(old) => Ok(old),
+            Err(RowError::Sqlite(e)) => {
+                Err(sqlite_error(format_args!("{op} {key}"), &self.path, e))
+            }
+            Err(RowError::Cachet(e)) => {
+                tracing::warn!(key = %key, error = %e, op, "a corrupt index row was replaced or removed");
+                Ok(None)
+            }
+        }
+    }
+
     /// A blob id read back from the `blobs` table.
     fn registry_id(&self, id: &str) -> Result<BlobId> {
         BlobId::parse(id).map_err(|_| {
@@ -602,16 +622,7 @@ impl Inner {
             let mut stmt = tx
                 .prepare_cached(GET_META_SQL)
                 .map_err(self.fail("prepare put"))?;
-            match read_meta_row(&mut stmt, key) {
-                Ok(old) => old,
-                Err(RowError::Sqlite(e)) => {
-                    return Err(sqlite_error(format_args!("put {key}"), &self.path, e));
-                }
-                Err(RowError::Cachet(e)) => {
-                    tracing::warn!(key = %key, error = %e, "replacing a corrupt index row");
-                    None
-                }
-            }
+            self.replaced_row(read_meta_row(&mut stmt, key), key, "put")?
         };
         tx.prepare_cached(UPSERT_SQL)
             .and_then(|mut stmt| {
@@ -650,16 +661,7 @@ impl Inner {
             let mut stmt = tx
                 .prepare_cached(DELETE_SQL)
                 .map_err(self.fail("prepare delete"))?;
-            match read_meta_row(&mut stmt, key) {
-                Ok(removed) => removed,
-                Err(RowError::Sqlite(e)) => {
-                    return Err(sqlite_error(format_args!("delete {key}"), &self.path, e));
-                }
-                Err(RowError::Cachet(e)) => {
-                    tracing::warn!(key = %key, error = %e, "deleted a corrupt index row");
-                    None
-                }
-            }
+            self.replaced_row(read_meta_row(&mut stmt, key), key, "delete")?
         };
         tx.commit()
             .map_err(self.fail(format_args!("commit delete {key}")))?;

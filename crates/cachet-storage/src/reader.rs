@@ -5,7 +5,6 @@ use cachet_core::{ByteStream, ContentDigest, EntryMeta, Error, Result};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::encode::ContentHasher;
 use crate::format::FrameDecoder;
 use crate::store::verify_digest;
 
@@ -19,7 +18,8 @@ pub struct ValueReader {
     meta: EntryMeta,
     source: ByteStream,
     decoder: FrameDecoder,
-    hasher: Option<ContentHasher>,
+    /// SHA-256 of the content read so far, for entries whose digest is SHA-256.
+    sha256: Option<ring::digest::Context>,
     done: bool,
 }
 
@@ -34,10 +34,11 @@ impl std::fmt::Debug for ValueReader {
 
 impl ValueReader {
     pub(crate) fn new(meta: EntryMeta, source: ByteStream) -> Self {
-        let sha = matches!(meta.digest, ContentDigest::Sha256(_));
+        let sha256 = matches!(meta.digest, ContentDigest::Sha256(_))
+            .then(|| ring::digest::Context::new(&ring::digest::SHA256));
         ValueReader {
             decoder: FrameDecoder::new(meta.key.to_string()),
-            hasher: Some(ContentHasher::new(sha)),
+            sha256,
             meta,
             source,
             done: false,
@@ -53,10 +54,8 @@ impl ValueReader {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
-                if let Some(h) = &mut self.hasher {
-                    if matches!(self.meta.digest, ContentDigest::Sha256(_)) {
-                        h.update(&frame);
-                    }
+                if let Some(sha256) = &mut self.sha256 {
+                    sha256.update(&frame);
                 }
                 return Ok(Some(frame));
             }
@@ -68,11 +67,8 @@ impl ValueReader {
                 Some(Err(e)) => return Err(e),
                 None => {
                     let info = self.decoder.finish()?;
-                    let hasher = self
-                        .hasher
-                        .take()
-                        .unwrap_or_else(|| ContentHasher::new(false));
-                    verify_digest(&self.meta, &info, hasher)?;
+                    let sha256 = self.sha256.take().map(ring::digest::Context::finish);
+                    verify_digest(&self.meta, &info, sha256)?;
                     self.done = true;
                     return Ok(None);
                 }

@@ -796,21 +796,17 @@ fn expect_type(meta: &EntryMeta, expected: &DataType, expected_name: &str) -> Re
 
 /// Checks decoded content against what the index row promises.
 pub(crate) fn verify_content(meta: &EntryMeta, info: &TrailerInfo, raw: &[u8]) -> Result<()> {
-    let mut sha = crate::encode::ContentHasher::new(matches!(
-        meta.digest,
-        cachet_core::ContentDigest::Sha256(_)
-    ));
-    if matches!(meta.digest, cachet_core::ContentDigest::Sha256(_)) {
-        sha.update(raw);
-    }
-    verify_digest(meta, info, sha)
+    let sha256 = matches!(meta.digest, cachet_core::ContentDigest::Sha256(_))
+        .then(|| ring::digest::digest(&ring::digest::SHA256, raw));
+    verify_digest(meta, info, sha256)
 }
 
-/// Checks size and digest, given a hasher fed with the raw content (SHA-256 only when needed).
+/// Checks size and digest. The xxh3-128 comes from the verified trailer; `sha256` is the
+/// SHA-256 of the raw content, computed only for entries whose digest is SHA-256.
 pub(crate) fn verify_digest(
     meta: &EntryMeta,
     info: &TrailerInfo,
-    hasher: crate::encode::ContentHasher,
+    sha256: Option<ring::digest::Digest>,
 ) -> Result<()> {
     let what = meta.key.to_string();
     if info.raw_size != meta.raw_size {
@@ -832,8 +828,7 @@ pub(crate) fn verify_digest(
             }
         }
         cachet_core::ContentDigest::Sha256(expected) => {
-            let (_, actual) = hasher.finish();
-            if actual != cachet_core::ContentDigest::Sha256(expected) {
+            if sha256.as_ref().map(ring::digest::Digest::as_ref) != Some(&expected[..]) {
                 return Err(Error::Tampered {
                     key: what,
                     detail: "content does not match its signed SHA-256 digest".into(),

@@ -174,7 +174,11 @@ async fn open_existing(dir: &std::path::Path) -> Result<Cache> {
         dir.display(),
         dir.join("index.sqlite").display()
     );
-    Cache::open(dir)
+    // Strict: an operator asking for an entry must hear that it is damaged, not get a miss.
+    Cache::builder()
+        .directory(dir)
+        .strict_integrity(true)
+        .build()
         .await
         .with_context(|| format!("opening the cache at {}", dir.display()))
 }
@@ -187,35 +191,29 @@ async fn get(
     out: &mut dyn Write,
 ) -> Result<()> {
     let key = CacheKey::explicit(namespace, id)?;
-    let store = cache.store();
-    let entry = store
-        .lookup(&key)
+    // The cache's reader applies expiry and verifies every frame and the digest.
+    let mut reader = cache
+        .reader(&key)
         .await?
-        .with_context(|| format!("no entry with key {key}"))?;
-    let now = store.now();
-    anyhow::ensure!(
-        entry.meta.expires_at.is_none_or(|t| t > now),
-        "entry {key} has expired"
-    );
+        .with_context(|| format!("no entry with key {key} (or it has expired)"))?;
     let mut sink: Box<dyn Write> = match &output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
         None => Box::new(&mut *out),
     };
-    match entry.meta.data_type {
-        DataType::MessagePack => {
-            let raw = store.read_raw(&entry).await?;
-            let value: serde_json::Value = rmp_serde::from_slice(&raw)
-                .with_context(|| format!("decoding {key} as MessagePack"))?;
-            serde_json::to_writer_pretty(&mut sink, &value)?;
-            writeln!(sink)?;
+    if reader.meta().data_type == DataType::MessagePack {
+        let mut raw = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await? {
+            raw.extend_from_slice(&chunk);
         }
-        _ => {
-            let mut reader = store.open_reader(&entry).await?;
-            while let Some(chunk) = reader.next_chunk().await? {
-                sink.write_all(&chunk)?;
-            }
+        let value: serde_json::Value = rmp_serde::from_slice(&raw)
+            .with_context(|| format!("decoding {key} as MessagePack"))?;
+        serde_json::to_writer_pretty(&mut sink, &value)?;
+        writeln!(sink)?;
+    } else {
+        while let Some(chunk) = reader.next_chunk().await? {
+            sink.write_all(&chunk)?;
         }
     }
     sink.flush()?;

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cachet_core::{
-    BlobBackend, BlobCapabilities, BlobId, BlobInfo, BlobInfoStream, BlobWriter, ByteStream, Error,
-    Result, Timestamp,
+    BlobBackend, BlobCapabilities, BlobId, BlobInfo, BlobInfoStream, BlobReceipt, BlobWriter,
+    ByteStream, Error, Result, Timestamp,
 };
 
 use crate::config::{FsConfig, FsyncPolicy};
@@ -133,10 +133,11 @@ impl BlobBackend for FsBlobs {
         caps
     }
 
-    async fn put(&self, id: &BlobId, data: Bytes) -> Result<()> {
+    async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt> {
         let mut temp = TempFile::create(self.inner.clone())?;
         temp.write_chunked(&data).await?;
-        temp.publish(id)
+        temp.publish(id)?;
+        Ok(BlobReceipt::default()) // files have no entity tag
     }
 
     async fn writer(&self) -> Result<Box<dyn BlobWriter>> {
@@ -199,6 +200,7 @@ impl BlobBackend for FsBlobs {
                 id: id.clone(),
                 size: meta.len(),
                 modified: meta.modified().ok().map(to_timestamp),
+                etag: None,
             })),
             Ok(_) => Err(io_err(&path, not_a_regular_file())),
             Err(e) if is_missing(&e) => Ok(None),
@@ -453,8 +455,9 @@ impl BlobWriter for FsBlobWriter {
         self.temp.write_chunked(&chunk).await
     }
 
-    async fn finish(self: Box<Self>, id: &BlobId) -> Result<()> {
-        self.temp.publish(id)
+    async fn finish(self: Box<Self>, id: &BlobId) -> Result<BlobReceipt> {
+        self.temp.publish(id)?;
+        Ok(BlobReceipt::default())
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -657,6 +660,7 @@ impl Walk {
                             id,
                             size: meta.len(),
                             modified: meta.modified().ok().map(to_timestamp),
+                            etag: None,
                         })),
                         Err(e) if is_missing(&e) => {} // deleted meanwhile
                         Err(e) => self.ready.push_back(Err(io_err(entry.path(), e))),

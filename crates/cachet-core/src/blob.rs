@@ -26,6 +26,17 @@ pub struct BlobInfo {
     pub size: u64,
     /// When it was last written, if the backend knows.
     pub modified: Option<Timestamp>,
+    /// The store's entity tag for the object (S3's `ETag`), if the backend has one.
+    pub etag: Option<String>,
+}
+
+/// What a backend reports about a blob it has just published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobReceipt {
+    /// The store's entity tag for the published object (S3's `ETag`), if it has one. The
+    /// engine records it in the entry (`EntryMeta::blob_etag`), so a later check can tell the
+    /// object it wrote from one replaced behind its back without reading it.
+    pub etag: Option<String>,
 }
 
 /// Stores immutable objects under content-derived ids.
@@ -49,8 +60,10 @@ pub trait BlobBackend: Send + Sync + 'static {
     /// - When `put` returns, the blob is durable (per the backend's durability policy) and
     ///   [`get`](Self::get) returns exactly `data`.
     /// - With `atomic_publish`, a concurrent reader sees either no blob or all of it, never a prefix.
-    /// - Writing an id that exists replaces it (the content is the same by construction).
-    async fn put(&self, id: &BlobId, data: Bytes) -> Result<()>;
+    /// - Writing an id that exists replaces it, or keeps the existing object (the content is
+    ///   the same by construction); either way the call succeeds.
+    /// - Returns the published object's [`BlobReceipt`].
+    async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt>;
 
     /// Starts a streaming write; nothing is visible under any id until
     /// [`BlobWriter::finish`].
@@ -108,8 +121,8 @@ pub trait BlobWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
 
     /// Makes everything written so far durable and visible under `id`, atomically where the
-    /// backend has `atomic_publish`.
-    async fn finish(self: Box<Self>, id: &BlobId) -> Result<()>;
+    /// backend has `atomic_publish`, and returns the published object's [`BlobReceipt`].
+    async fn finish(self: Box<Self>, id: &BlobId) -> Result<BlobReceipt>;
 
     /// Discards the write; nothing becomes visible.
     async fn abort(self: Box<Self>) -> Result<()>;

@@ -10,6 +10,10 @@ pub struct MetadataCapabilities {
     pub shared_across_machines: bool,
     /// The index survives the process (not in-memory).
     pub durable: bool,
+    /// [`try_lock_key`](crate::MetadataBackend::try_lock_key) is supported: per-key locks that
+    /// every user of the index (other processes, other machines where the index is shared)
+    /// respects, released when their holder dies.
+    pub key_locks: bool,
 }
 
 impl MetadataCapabilities {
@@ -19,6 +23,7 @@ impl MetadataCapabilities {
             shared_across_processes: value,
             shared_across_machines: value,
             durable: value,
+            key_locks: value,
         }
     }
 }

@@ -276,6 +276,10 @@ pub struct EntryMeta {
     pub user_metadata: Option<serde_json::Value>,
     /// HMAC-SHA256 over the entry's identity fields (lowercase hex), when written with signing on.
     pub signature: Option<String>,
+    /// The blob store's entity tag of the entry's blob when it was written (S3's `ETag`), if
+    /// the store has one. Informational, not signed: the signed content digest is what proves
+    /// the value.
+    pub blob_etag: Option<String>,
 }
 
 /// An entry as the index stores it: metadata plus, for inline entries, the stored container.

@@ -30,7 +30,7 @@ pub mod params;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use blob::{BlobBackend, BlobInfo, BlobInfoStream, BlobWriter, ByteStream};
+pub use blob::{BlobBackend, BlobInfo, BlobInfoStream, BlobReceipt, BlobWriter, ByteStream};
 pub use capabilities::{BlobCapabilities, MetadataCapabilities};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use entry::{
@@ -39,5 +39,5 @@ pub use entry::{
 };
 pub use error::{BoxError, Error, Result};
 pub use key::{CacheKey, KEY_FORMAT_VERSION};
-pub use metadata::MetadataBackend;
+pub use metadata::{KeyLock, MetadataBackend};
 pub use params::{ParamValue, Params};

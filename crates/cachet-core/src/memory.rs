@@ -2,19 +2,20 @@
 //! `memory://` URLs, by tests of the layers above, and as the model the conformance suites
 //! were written against.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use crate::blob::{BlobBackend, BlobInfo, BlobInfoStream, BlobWriter, ByteStream};
+use crate::blob::{BlobBackend, BlobInfo, BlobInfoStream, BlobReceipt, BlobWriter, ByteStream};
 use crate::capabilities::{BlobCapabilities, MetadataCapabilities};
 use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery, Location};
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
-use crate::metadata::MetadataBackend;
+use crate::metadata::{KeyLock, MetadataBackend};
 
 const DEFAULT_PAGE: usize = 1000;
 const STREAM_CHUNK: usize = 1 << 20;
@@ -39,9 +40,31 @@ struct MemoryIndex {
 }
 
 /// A metadata index held in process memory. Not shared with other processes; lost on exit.
+///
+/// Its key locks ([`MetadataBackend::try_lock_key`]) are shared by every clone of the index.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryMetadata {
     inner: Arc<Mutex<MemoryIndex>>,
+    locked_keys: Arc<Mutex<HashSet<CacheKey>>>,
+}
+
+/// A key lock of [`MemoryMetadata`]: released on `release` or drop.
+struct MemoryKeyLock {
+    locked_keys: Arc<Mutex<HashSet<CacheKey>>>,
+    key: CacheKey,
+}
+
+impl Drop for MemoryKeyLock {
+    fn drop(&mut self) {
+        lock(&self.locked_keys).remove(&self.key);
+    }
+}
+
+#[async_trait]
+impl KeyLock for MemoryKeyLock {
+    async fn release(self: Box<Self>) -> Result<()> {
+        Ok(()) // dropping `self` releases
+    }
 }
 
 impl MemoryMetadata {
@@ -58,7 +81,20 @@ impl MetadataBackend for MemoryMetadata {
     }
 
     fn capabilities(&self) -> MetadataCapabilities {
-        MetadataCapabilities::all(false)
+        MetadataCapabilities {
+            key_locks: true,
+            ..MetadataCapabilities::all(false)
+        }
+    }
+
+    async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
+        if !lock(&self.locked_keys).insert(key.clone()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(MemoryKeyLock {
+            locked_keys: self.locked_keys.clone(),
+            key: key.clone(),
+        })))
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
@@ -328,10 +364,29 @@ impl MetadataBackend for MemoryMetadata {
     }
 }
 
-/// A blob store held in process memory.
+/// A blob store held in process memory. Its ETags are write generations (`"m-1"`, `"m-2"`...).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBlobs {
-    inner: Arc<Mutex<HashMap<BlobId, (Bytes, Timestamp)>>>,
+    inner: Arc<Mutex<HashMap<BlobId, StoredBlob>>>,
+    generation: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct StoredBlob {
+    data: Bytes,
+    modified: Timestamp,
+    etag: String,
+}
+
+impl StoredBlob {
+    fn info(&self, id: &BlobId) -> BlobInfo {
+        BlobInfo {
+            id: id.clone(),
+            size: self.data.len() as u64,
+            modified: Some(self.modified),
+            etag: Some(self.etag.clone()),
+        }
+    }
 }
 
 impl MemoryBlobs {
@@ -359,9 +414,18 @@ impl BlobBackend for MemoryBlobs {
         }
     }
 
-    async fn put(&self, id: &BlobId, data: Bytes) -> Result<()> {
-        lock(&self.inner).insert(id.clone(), (data, Timestamp::now()));
-        Ok(())
+    async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt> {
+        let etag = format!(
+            "\"m-{}\"",
+            self.generation.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let stored = StoredBlob {
+            data,
+            modified: Timestamp::now(),
+            etag: etag.clone(),
+        };
+        lock(&self.inner).insert(id.clone(), stored);
+        Ok(BlobReceipt { etag: Some(etag) })
     }
 
     async fn writer(&self) -> Result<Box<dyn BlobWriter>> {
@@ -374,7 +438,7 @@ impl BlobBackend for MemoryBlobs {
     async fn get(&self, id: &BlobId) -> Result<Bytes> {
         lock(&self.inner)
             .get(id)
-            .map(|(data, _)| data.clone())
+            .map(|stored| stored.data.clone())
             .ok_or_else(|| Error::not_found(format!("blob {id}")))
     }
 
@@ -388,11 +452,7 @@ impl BlobBackend for MemoryBlobs {
     }
 
     async fn head(&self, id: &BlobId) -> Result<Option<BlobInfo>> {
-        Ok(lock(&self.inner).get(id).map(|(data, modified)| BlobInfo {
-            id: id.clone(),
-            size: data.len() as u64,
-            modified: Some(*modified),
-        }))
+        Ok(lock(&self.inner).get(id).map(|stored| stored.info(id)))
     }
 
     async fn delete(&self, id: &BlobId) -> Result<bool> {
@@ -402,13 +462,7 @@ impl BlobBackend for MemoryBlobs {
     async fn list(&self) -> Result<BlobInfoStream> {
         let infos: Vec<Result<BlobInfo>> = lock(&self.inner)
             .iter()
-            .map(|(id, (data, modified))| {
-                Ok(BlobInfo {
-                    id: id.clone(),
-                    size: data.len() as u64,
-                    modified: Some(*modified),
-                })
-            })
+            .map(|(id, stored)| Ok(stored.info(id)))
             .collect();
         Ok(Box::pin(futures_util::stream::iter(infos)))
     }
@@ -431,7 +485,7 @@ impl BlobWriter for MemoryBlobWriter {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>, id: &BlobId) -> Result<()> {
+    async fn finish(self: Box<Self>, id: &BlobId) -> Result<BlobReceipt> {
         let data = self.buf.freeze();
         self.store.put(id, data).await
     }

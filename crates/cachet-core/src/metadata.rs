@@ -175,6 +175,25 @@ pub trait MetadataBackend: Send + Sync + 'static {
     /// - Removes only registrations that are still claimed; ids that are not claimed are ignored.
     async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()>;
 
+    /// Tries to take the lock of one key, for computing its value once across every user of
+    /// the index (stampede protection beyond one process).
+    ///
+    /// # Behavior
+    /// - Returns `Some(lock)` when the caller now holds the key's lock, `None` at once when
+    ///   another holder has it (never waits).
+    /// - A held lock is refused to every other caller (other tasks, other backend instances on
+    ///   the same index, other processes) until [`KeyLock::release`] or until the lock is
+    ///   dropped; a holder that dies (process crash, lost connection) releases it.
+    /// - Locks of different keys are independent.
+    /// - Backends without `capabilities().key_locks` return `Error::Unsupported` (the default).
+    async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
+        Err(crate::Error::Unsupported {
+            what: format!(
+                "per-key locks on the {} index (capabilities().key_locks is false); key {key}",
+                self.name()
+            ),
+        })
+    }
     /// Writes pending buffered state (if any) and waits until it is durable.
     ///
     /// # Behavior
@@ -182,4 +201,14 @@ pub trait MetadataBackend: Send + Sync + 'static {
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// A held per-key lock (see [`MetadataBackend::try_lock_key`]).
+///
+/// Dropping it releases it too, possibly a little later (in the background); call
+/// [`release`](Self::release) to release it at once and learn about errors.
+#[async_trait]
+pub trait KeyLock: Send + Sync {
+    /// Releases the lock.
+    async fn release(self: Box<Self>) -> Result<()>;
 }

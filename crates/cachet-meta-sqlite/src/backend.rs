@@ -36,7 +36,7 @@ macro_rules! meta_columns {
     () => {
         "params, blob_id, data_type, type_name, compression, raw_size, stored_size, digest, \
          created_at, updated_at, accessed_at, access_count, expires_at, tags, user_metadata, \
-         signature"
+         signature, blob_etag"
     };
 }
 
@@ -52,15 +52,16 @@ const GET_META_SQL: &str = concat!(
     " FROM entries WHERE namespace = ?1 AND id = ?2"
 );
 /// Index of `inline_data` in [`GET_SQL`].
-const INLINE_DATA_COLUMN: usize = 16;
+const INLINE_DATA_COLUMN: usize = 17;
 const DELETE_SQL: &str = concat!(
     "DELETE FROM entries WHERE namespace = ?1 AND id = ?2 RETURNING ",
     meta_columns!()
 );
 const UPSERT_SQL: &str = "INSERT INTO entries (namespace, id, params, blob_id, data_type, \
      type_name, compression, raw_size, stored_size, digest, created_at, updated_at, accessed_at, \
-     access_count, expires_at, tags, user_metadata, signature, inline_data) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+     access_count, expires_at, tags, user_metadata, signature, blob_etag, inline_data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+     ?20) \
      ON CONFLICT (namespace, id) DO UPDATE SET params = excluded.params, \
      blob_id = excluded.blob_id, data_type = excluded.data_type, \
      type_name = excluded.type_name, compression = excluded.compression, \
@@ -69,7 +70,8 @@ const UPSERT_SQL: &str = "INSERT INTO entries (namespace, id, params, blob_id, d
      updated_at = excluded.updated_at, accessed_at = excluded.accessed_at, \
      access_count = excluded.access_count, expires_at = excluded.expires_at, \
      tags = excluded.tags, user_metadata = excluded.user_metadata, \
-     signature = excluded.signature, inline_data = excluded.inline_data";
+     signature = excluded.signature, blob_etag = excluded.blob_etag, \
+     inline_data = excluded.inline_data";
 /// `access_count` saturates at `i64::MAX` instead of overflowing into a float.
 const RECORD_ACCESS_SQL: &str = "UPDATE entries SET accessed_at = max(accessed_at, ?3), \
      access_count = CASE WHEN access_count > 9223372036854775807 - ?4 \
@@ -645,6 +647,7 @@ impl Inner {
                     row.tags,
                     row.user_metadata,
                     row.signature,
+                    row.blob_etag,
                     row.inline_data,
                 ])
             })
@@ -1104,6 +1107,7 @@ struct EncodedRow<'a> {
     tags: String,
     user_metadata: Option<String>,
     signature: Option<&'a str>,
+    blob_etag: Option<&'a str>,
     inline_data: Option<&'a [u8]>,
 }
 
@@ -1155,6 +1159,7 @@ impl<'a> EncodedRow<'a> {
                 .map(|m| json("user_metadata", m))
                 .transpose()?,
             signature: meta.signature.as_deref(),
+            blob_etag: meta.blob_etag.as_deref(),
             inline_data: record.inline_data.as_deref(),
         })
     }
@@ -1339,6 +1344,7 @@ fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
         tags,
         user_metadata: columns.json(14, "user_metadata")?,
         signature: columns.opt_text(15, "signature")?.map(str::to_owned),
+        blob_etag: columns.opt_text(16, "blob_etag")?.map(str::to_owned),
         key,
     })
 }

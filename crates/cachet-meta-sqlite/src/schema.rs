@@ -13,7 +13,7 @@ use cachet_core::{Error, Result};
 use crate::error::sqlite_error;
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cachet index: ASCII `cach`.
 pub(crate) const APPLICATION_ID: i32 = 0x6361_6368;
@@ -29,11 +29,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append only: a released step is never edited.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "entries table and blob registry",
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "entries table and blob registry",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        description: "entries.blob_etag (the blob store's ETag of the entry's blob)",
+        sql: V2,
+    },
+];
 
 /// Version 1.
 ///
@@ -75,6 +82,50 @@ CREATE TABLE blobs (
     lease_until INTEGER NOT NULL,
     claimed_at  INTEGER
 ) WITHOUT ROWID;
+";
+
+/// Version 2: `entries.blob_etag`.
+///
+/// `ALTER TABLE ... ADD COLUMN` would put the column after `inline_data`, and SQLite reads a
+/// row's columns in order: every metadata read of an inline entry would then walk the value's
+/// overflow pages to reach it. So the table is rebuilt with the new column before
+/// `inline_data` (one copy of the index, inside the migration transaction).
+const V2: &str = "
+CREATE TABLE entries_v2 (
+    namespace     TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    params        TEXT,
+    blob_id       TEXT,
+    data_type     TEXT    NOT NULL,
+    type_name     TEXT,
+    compression   TEXT    NOT NULL,
+    raw_size      INTEGER NOT NULL,
+    stored_size   INTEGER NOT NULL,
+    digest        TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    accessed_at   INTEGER NOT NULL,
+    access_count  INTEGER NOT NULL,
+    expires_at    INTEGER,
+    tags          TEXT    NOT NULL,
+    user_metadata TEXT,
+    signature     TEXT,
+    blob_etag     TEXT,
+    inline_data   BLOB,
+    PRIMARY KEY (namespace, id)
+);
+INSERT INTO entries_v2 (namespace, id, params, blob_id, data_type, type_name, compression,
+    raw_size, stored_size, digest, created_at, updated_at, accessed_at, access_count,
+    expires_at, tags, user_metadata, signature, blob_etag, inline_data)
+SELECT namespace, id, params, blob_id, data_type, type_name, compression, raw_size,
+    stored_size, digest, created_at, updated_at, accessed_at, access_count, expires_at, tags,
+    user_metadata, signature, NULL, inline_data
+FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_v2 RENAME TO entries;
+CREATE INDEX entries_expires_at ON entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX entries_accessed_at ON entries (accessed_at);
+CREATE INDEX entries_blob_id ON entries (blob_id) WHERE blob_id IS NOT NULL;
 ";
 
 /// What the database header and schema say, read in one snapshot.

@@ -229,3 +229,73 @@ async fn empty_existing_file_becomes_a_new_index() {
     index.put(sample_record(&test_key("", "k"))).await.unwrap();
     assert_eq!(header(&path).1, SCHEMA_VERSION);
 }
+
+/// The schema as version 1 of cachet-meta-sqlite created it (a fixture: released schemas
+/// never change).
+const RELEASED_V1_SCHEMA: &str = "
+CREATE TABLE entries (
+    namespace TEXT NOT NULL, id TEXT NOT NULL, params TEXT, blob_id TEXT,
+    data_type TEXT NOT NULL, type_name TEXT, compression TEXT NOT NULL,
+    raw_size INTEGER NOT NULL, stored_size INTEGER NOT NULL, digest TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, accessed_at INTEGER NOT NULL,
+    access_count INTEGER NOT NULL, expires_at INTEGER, tags TEXT NOT NULL,
+    user_metadata TEXT, signature TEXT, inline_data BLOB,
+    PRIMARY KEY (namespace, id)
+);
+CREATE INDEX entries_expires_at ON entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX entries_accessed_at ON entries (accessed_at);
+CREATE INDEX entries_blob_id ON entries (blob_id) WHERE blob_id IS NOT NULL;
+CREATE TABLE blobs (
+    id TEXT NOT NULL PRIMARY KEY, size INTEGER NOT NULL, lease_until INTEGER NOT NULL,
+    claimed_at INTEGER
+) WITHOUT ROWID;
+INSERT INTO entries VALUES ('ns', 'old', '{\"a\":1}', NULL, 'bytes', NULL, 'lz4', 3, 3,
+    'xxh3-128:000000000000000000000000000000ff', 1, 2, 3, 4, NULL, '[\"t\"]', NULL, NULL,
+    x'616263');
+INSERT INTO blobs VALUES ('xxh3-128-000000000000000000000000000000ff', 10, 0, NULL);
+PRAGMA application_id = 1667326824;
+PRAGMA user_version = 1;
+";
+
+#[tokio::test]
+async fn a_version_1_index_is_migrated_keeping_its_entries_and_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(RELEASED_V1_SCHEMA)
+        .unwrap();
+    let index = open(&path);
+    assert_eq!(header(&path).1, SCHEMA_VERSION);
+    let old = index
+        .get(&test_key("ns", "old"))
+        .await
+        .unwrap()
+        .expect("the version 1 entry survives the migration");
+    assert_eq!(old.inline_data.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(old.meta.tags, vec!["t".to_owned()]);
+    assert_eq!(old.meta.access_count, 4);
+    assert_eq!(
+        old.meta.blob_etag, None,
+        "entries written before v2 have no ETag"
+    );
+    assert_eq!(index.stats().await.unwrap().blobs, 1);
+    let mut with_etag = sample_blob_record(&test_key("ns", "new"), &test_blob_id(7), 10);
+    with_etag.meta.blob_etag = Some("\"etag\"".into());
+    index
+        .reserve_blob(
+            &test_blob_id(7),
+            10,
+            Timestamp(T0.0 + 1000),
+            Timestamp(i64::MIN),
+        )
+        .await
+        .unwrap();
+    index.put(with_etag.clone()).await.unwrap();
+    let got = index
+        .get_meta(&test_key("ns", "new"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.blob_etag, with_etag.meta.blob_etag);
+}

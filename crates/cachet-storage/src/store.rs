@@ -286,12 +286,13 @@ impl Store {
             tags: opts.tags,
             user_metadata: opts.user_metadata,
             signature: None,
+            blob_etag: None,
         };
         if let Some(signing) = &config.signing_key {
             meta.signature = Some(signing.sign(&meta));
         }
-        let record = EntryRecord {
-            meta: meta.clone(),
+        let mut record = EntryRecord {
+            meta,
             inline_data: inline,
         };
         let replaced = match record.inline_data {
@@ -299,10 +300,11 @@ impl Store {
                 if let Container::Streamed(writer) = container {
                     writer.abort().await?;
                 }
-                self.inner.meta.put(record).await?
+                self.inner.meta.put(record.clone()).await?
             }
-            None => self.commit_blob(record, container).await?,
+            None => self.commit_blob(&mut record, container).await?,
         };
+        let meta = record.meta;
         if let Some(old_blob) = replaced.as_ref().and_then(|old| old.location.blob_id()) {
             if Some(old_blob) != meta.location.blob_id() {
                 self.reclaim(std::slice::from_ref(old_blob)).await;
@@ -312,9 +314,11 @@ impl Store {
         Ok(meta)
     }
 
+    /// Publishes the blob (unless an identical one exists), records its ETag in `record` and
+    /// commits the row; retries when a collector claimed the blob in between.
     async fn commit_blob(
         &self,
-        record: EntryRecord,
+        record: &mut EntryRecord,
         container: Container,
     ) -> Result<Option<EntryMeta>> {
         let id = match &record.meta.location {
@@ -333,12 +337,15 @@ impl Store {
             attempt += 1;
             self.reserve(&id, size).await?;
             let existing = self.inner.blobs.head(&id).await?;
-            if existing.is_none_or(|info| info.size != size) {
+            if let Some(info) = existing.as_ref().filter(|info| info.size == size) {
+                record.meta.blob_etag = info.etag.clone();
+            } else {
                 // Missing, or a different encoding of the same content: publish ours (equally valid).
-                match container.take() {
+                let receipt = match container.take() {
                     Some(Container::Memory(bytes)) => {
-                        self.inner.blobs.put(&id, bytes.clone()).await?;
+                        let receipt = self.inner.blobs.put(&id, bytes.clone()).await?;
                         container = Some(Container::Memory(bytes));
+                        receipt
                     }
                     Some(Container::Streamed(writer)) => writer.finish(&id).await?,
                     None => {
@@ -347,7 +354,8 @@ impl Store {
                             detail: "the blob was garbage-collected while this streamed value was being committed; write the value again".into(),
                         });
                     }
-                }
+                };
+                record.meta.blob_etag = receipt.etag;
             }
             match self.inner.meta.put(record.clone()).await {
                 Ok(replaced) => {

@@ -187,6 +187,41 @@ async fn identical_content_is_stored_once() {
 }
 
 #[tokio::test]
+async fn the_blob_stores_etag_is_recorded_in_the_entry_also_when_deduplicated() {
+    let f = fixture();
+    let data = random_bytes(100_000, 4);
+    let first = f
+        .store
+        .put_bytes(&key("x"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    let id = blob_of(&f, &key("x")).await;
+    let head = f.blobs.head(&id).await.unwrap().expect("blob stored");
+    assert!(head.etag.is_some(), "the memory store reports ETags");
+    assert_eq!(
+        first.blob_etag, head.etag,
+        "put returns the ETag it recorded"
+    );
+    let second = f
+        .store
+        .put_bytes(&key("y"), &data, PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        second.blob_etag, head.etag,
+        "a deduplicated put records the existing object's ETag"
+    );
+    let stored = f.meta.get_meta(&key("y")).await.unwrap().unwrap();
+    assert_eq!(stored.blob_etag, head.etag, "the index holds the ETag");
+    let inline = f
+        .store
+        .put_bytes(&key("small"), b"tiny", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(inline.blob_etag, None, "inline values have no blob");
+}
+
+#[tokio::test]
 async fn a_shared_blob_is_removed_only_when_no_entry_references_it() {
     let f = fixture();
     let data = random_bytes(100_000, 3);
@@ -728,6 +763,8 @@ fn signed_message_matches_the_documented_example() {
         tags: vec!["b".into(), "a".into()],
         user_metadata: None,
         signature: None,
+        // Not signed: the store assigns it after the signature is made.
+        blob_etag: Some("\"any etag\"".into()),
     };
     assert_eq!(cachet_storage::signed_message(&meta).len(), 390);
     let signature = SigningKey::from_bytes(&[0x42; 32]).unwrap().sign(&meta);

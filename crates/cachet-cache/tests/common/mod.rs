@@ -61,7 +61,7 @@ impl BlobBackend for RemoteLikeBlobs {
         caps.local_only = false;
         caps
     }
-    async fn put(&self, id: &BlobId, data: Bytes) -> Result<()> {
+    async fn put(&self, id: &BlobId, data: Bytes) -> Result<cachet_core::BlobReceipt> {
         self.0.put(id, data).await
     }
     async fn writer(&self) -> Result<Box<dyn BlobWriter>> {

@@ -300,6 +300,35 @@ pub async fn head_reports_size(backend: Arc<dyn BlobBackend>) {
     );
 }
 
+/// The ETag a put or a finished writer reports is the one `head` and `list` report.
+pub async fn receipt_etag_matches_head_and_list(backend: Arc<dyn BlobBackend>) {
+    let put_id = xxh3_id(31);
+    let receipt = ok(backend.put(&put_id, pattern(2_000, 31)).await, "put");
+    let written_id = xxh3_id(32);
+    let mut writer = ok(backend.writer().await, "writer()");
+    ok(writer.write(pattern(3_000, 32)).await, "writer.write()");
+    let written = ok(writer.finish(&written_id).await, "writer.finish()");
+    let listed = list_all(&*backend).await;
+    for (id, receipt) in [(put_id, receipt), (written_id, written)] {
+        let head = ok(backend.head(&id).await, "head")
+            .unwrap_or_else(|| panic!("blob conformance: head of {id} returned None"));
+        assert_eq!(
+            head.etag, receipt.etag,
+            "blob conformance: head of {id} reports another ETag than its receipt"
+        );
+        let in_list = listed
+            .iter()
+            .find(|info| info.id == id)
+            .unwrap_or_else(|| panic!("blob conformance: list() misses {id}"));
+        if in_list.etag.is_some() {
+            assert_eq!(
+                in_list.etag, receipt.etag,
+                "blob conformance: list reports another ETag for {id} than its receipt"
+            );
+        }
+    }
+}
+
 /// `head` of a missing blob returns `Ok(None)`, not an error.
 pub async fn head_of_missing_is_none(backend: Arc<dyn BlobBackend>) {
     let info = ok(backend.head(&xxh3_id(10)).await, "head of a missing blob");
@@ -763,6 +792,7 @@ where
         get_stream_of_missing_blob_is_not_found,
         stream_concatenation_equals_content,
         head_reports_size,
+        receipt_etag_matches_head_and_list,
         head_of_missing_is_none,
         delete_returns_whether_it_existed,
         deleted_blob_is_gone,

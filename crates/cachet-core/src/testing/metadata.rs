@@ -102,6 +102,7 @@ pub fn inline_record(key: &CacheKey, data: Bytes) -> EntryRecord {
             tags: Vec::new(),
             user_metadata: None,
             signature: None,
+            blob_etag: None,
         },
         inline_data: Some(data),
     }
@@ -114,6 +115,7 @@ pub fn sample_blob_record(key: &CacheKey, blob: &BlobId, stored_size: u64) -> En
     record.meta.raw_size = stored_size * 2;
     record.meta.stored_size = stored_size;
     record.meta.compression = Compression::Lz4;
+    record.meta.blob_etag = Some(format!("\"etag of {blob}\""));
     record.inline_data = None;
     record
 }
@@ -161,6 +163,7 @@ pub fn rich_record(key: &CacheKey) -> EntryRecord {
                 "unicode": "日本語",
             })),
             signature: Some("0123456789abcdef".repeat(4)),
+            blob_etag: Some("\"9b2cf535f27731c974343645a3985328-13\"".into()),
         },
         inline_data: Some(data),
     }
@@ -2012,6 +2015,94 @@ pub async fn flush_keeps_completed_writes(backend: &DynMetadata) {
 // run_all
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Key locks
+// ---------------------------------------------------------------------------------------------
+
+async fn lock_key(backend: &DynMetadata, key: &CacheKey) -> Option<Box<dyn crate::KeyLock>> {
+    backend
+        .try_lock_key(key)
+        .await
+        .unwrap_or_else(|e| panic!("try_lock_key({key}) failed: {e}"))
+}
+
+/// A held key lock is refused to everyone else until it is released, then granted again.
+pub async fn key_lock_is_exclusive_until_released(backend: &DynMetadata) {
+    if !backend.capabilities().key_locks {
+        return;
+    }
+    let key = test_key("locks", "exclusive");
+    let held = lock_key(backend, &key)
+        .await
+        .expect("a free key's lock is granted");
+    assert!(
+        lock_key(backend, &key).await.is_none(),
+        "a held lock must be refused to another caller"
+    );
+    held.release().await.expect("release succeeds");
+    let again = lock_key(backend, &key)
+        .await
+        .expect("a released lock is granted again");
+    again.release().await.expect("release succeeds");
+}
+
+/// Holding one key's lock does not block another key's.
+pub async fn key_locks_of_different_keys_are_independent(backend: &DynMetadata) {
+    if !backend.capabilities().key_locks {
+        return;
+    }
+    let a = lock_key(backend, &test_key("locks", "a"))
+        .await
+        .expect("lock a granted");
+    let b = lock_key(backend, &test_key("locks", "b"))
+        .await
+        .expect("lock b granted while a is held");
+    let other_ns = lock_key(backend, &test_key("locks-other", "a"))
+        .await
+        .expect("the same id in another namespace is another key");
+    for lock in [a, b, other_ns] {
+        lock.release().await.expect("release succeeds");
+    }
+}
+
+/// A lock dropped without `release` is freed (possibly shortly after the drop).
+pub async fn dropped_key_lock_is_released(backend: &DynMetadata) {
+    if !backend.capabilities().key_locks {
+        return;
+    }
+    let key = test_key("locks", "dropped");
+    drop(lock_key(backend, &key).await.expect("lock granted"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(lock) = lock_key(backend, &key).await {
+            lock.release().await.expect("release succeeds");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped lock must be released within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `try_lock_key` fails with `Error::Unsupported` exactly when the capability is off.
+pub async fn key_locks_are_unsupported_only_without_the_capability(backend: &DynMetadata) {
+    let result = backend.try_lock_key(&test_key("locks", "cap")).await;
+    match (backend.capabilities().key_locks, result) {
+        (true, Ok(Some(lock))) => lock.release().await.expect("release succeeds"),
+        (true, other) => panic!(
+            "key_locks is advertised, so a free key's lock must be granted, got {:?}",
+            other.map(|l| l.is_some())
+        ),
+        (false, Err(Error::Unsupported { .. })) => {}
+        (false, other) => panic!(
+            "key_locks is not advertised, so try_lock_key must fail with Unsupported, got {:?}",
+            other.map(|l| l.is_some())
+        ),
+    }
+}
+
 /// Runs every behavior of the suite, each on a fresh backend from `factory`.
 ///
 /// Every behavior runs even when an earlier one fails; at the end, panics listing every
@@ -2094,6 +2185,10 @@ where
         unregistered_claim_is_released_like_any_claim,
         release_removes_only_claimed,
         flush_keeps_completed_writes,
+        key_lock_is_exclusive_until_released,
+        key_locks_of_different_keys_are_independent,
+        dropped_key_lock_is_released,
+        key_locks_are_unsupported_only_without_the_capability,
     );
     assert!(
         failures.is_empty(),

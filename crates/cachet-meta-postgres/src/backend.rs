@@ -1,0 +1,1070 @@
+//! [`PostgresMetadata`]: the [`MetadataBackend`] implementation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
+
+use cachet_core::{
+    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryMeta, EntryRecord,
+    Error, IndexStats, KeyLock, ListQuery, Location, MetadataBackend, MetadataCapabilities,
+    Result, Timestamp,
+};
+
+use crate::config::PostgresConfig;
+use crate::error::{BACKEND, Fail, retrying};
+use crate::lock;
+use crate::schema;
+
+/// Page size of `list` when `ListQuery::limit` is 0.
+const DEFAULT_PAGE: usize = 1000;
+
+/// The metadata columns, without the key, in the order [`decode_meta`] reads them.
+macro_rules! meta_columns {
+    () => {
+        "params, blob_id, data_type, type_name, compression, raw_size, stored_size, digest, \
+         created_at, updated_at, accessed_at, access_count, expires_at, tags, user_metadata, \
+         signature, blob_etag"
+    };
+}
+
+/// Index of `inline_data` in [`GET_SQL`].
+const INLINE_DATA_COLUMN: usize = 17;
+
+/// The hot path: one primary-key lookup.
+const GET_SQL: &str = concat!(
+    "SELECT ",
+    meta_columns!(),
+    ", inline_data FROM entries WHERE namespace = $1 AND id = $2"
+);
+const GET_META_SQL: &str = concat!(
+    "SELECT ",
+    meta_columns!(),
+    " FROM entries WHERE namespace = $1 AND id = $2"
+);
+const DELETE_SQL: &str = concat!(
+    "DELETE FROM entries WHERE namespace = $1 AND id = $2 RETURNING ",
+    meta_columns!()
+);
+/// Reads (and locks) the old row, then upserts, in one statement. The main query reads `old`
+/// to completion before PostgreSQL runs the data-modifying `upsert` (unreferenced
+/// data-modifying CTEs run after the main query), so `old` is the row as it was before.
+const UPSERT_SQL: &str = concat!(
+    "WITH old AS (SELECT ",
+    meta_columns!(),
+    " FROM entries WHERE namespace = $1 AND id = $2 FOR UPDATE), \
+     upsert AS (INSERT INTO entries (namespace, id, params, params_jsonb, blob_id, blob_etag, \
+     data_type, type_name, compression, raw_size, stored_size, digest, created_at, updated_at, \
+     accessed_at, access_count, expires_at, tags, user_metadata, user_metadata_jsonb, \
+     signature, inline_data) \
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20::jsonb, $21, $22) \
+     ON CONFLICT (namespace, id) DO UPDATE SET params = EXCLUDED.params, \
+     params_jsonb = EXCLUDED.params_jsonb, blob_id = EXCLUDED.blob_id, \
+     blob_etag = EXCLUDED.blob_etag, data_type = EXCLUDED.data_type, \
+     type_name = EXCLUDED.type_name, compression = EXCLUDED.compression, \
+     raw_size = EXCLUDED.raw_size, stored_size = EXCLUDED.stored_size, \
+     digest = EXCLUDED.digest, created_at = EXCLUDED.created_at, \
+     updated_at = EXCLUDED.updated_at, accessed_at = EXCLUDED.accessed_at, \
+     access_count = EXCLUDED.access_count, expires_at = EXCLUDED.expires_at, \
+     tags = EXCLUDED.tags, user_metadata = EXCLUDED.user_metadata, \
+     user_metadata_jsonb = EXCLUDED.user_metadata_jsonb, signature = EXCLUDED.signature, \
+     inline_data = EXCLUDED.inline_data RETURNING 1) \
+     SELECT ",
+    meta_columns!(),
+    " FROM old"
+);
+/// The blob check of a blob entry's `put`: `FOR SHARE` holds off a concurrent claim (which
+/// needs `FOR UPDATE`) until the put commits; see the crate docs.
+const BLOB_CHECK_SQL: &str = "SELECT claimed_at FROM blobs WHERE id = $1 FOR SHARE";
+/// One statement per batch; duplicate keys are folded first (an `UPDATE ... FROM` updates a
+/// row once even when several source rows match). `access_count` saturates at `i64::MAX`.
+const RECORD_ACCESS_SQL: &str = "UPDATE entries AS e SET \
+     accessed_at = GREATEST(e.accessed_at, v.at), \
+     access_count = CASE WHEN e.access_count > 9223372036854775807 - v.hits \
+     THEN 9223372036854775807 ELSE e.access_count + v.hits END \
+     FROM (SELECT ns, id, max(at) AS at, LEAST(sum(hits), 9223372036854775807)::bigint AS hits \
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(ns, id, at, hits) \
+           GROUP BY ns, id) AS v \
+     WHERE e.namespace = v.ns AND e.id = v.id";
+const UPDATE_EXPIRY_SQL: &str = "UPDATE entries SET expires_at = $3, updated_at = $4, \
+     signature = $5 WHERE namespace = $1 AND id = $2";
+const UPDATE_EXPIRY_GUARDED_SQL: &str = "UPDATE entries SET expires_at = $3, updated_at = $4, \
+     signature = $5 WHERE namespace = $1 AND id = $2 AND signature IS NOT DISTINCT FROM $6";
+const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw, e.stored, b.n, b.bytes FROM \
+     (SELECT count(*) AS n, count(*) - count(blob_id) AS inline_n, \
+      COALESCE(sum(raw_size), 0)::text AS raw, COALESCE(sum(stored_size), 0)::text AS stored \
+      FROM entries) AS e, \
+     (SELECT count(*) AS n, COALESCE(sum(size), 0)::text AS bytes FROM blobs) AS b";
+/// Registers, re-reserves, or takes over a stale claim, atomically; no row back means the
+/// blob is claimed by a live collector.
+const RESERVE_SQL: &str = "INSERT INTO blobs AS b (id, size, lease_until, claimed_at) \
+     VALUES ($1, $2, $3, NULL) ON CONFLICT (id) DO UPDATE SET size = EXCLUDED.size, \
+     lease_until = GREATEST(b.lease_until, EXCLUDED.lease_until), claimed_at = NULL \
+     WHERE b.claimed_at IS NULL OR b.claimed_at < $4 RETURNING 1";
+/// Claim, step 1: lock the candidate rows (skipping rows a `put` holds `FOR SHARE`).
+const CLAIM_LOCK_ANY_SQL: &str = "SELECT id FROM blobs WHERE claimed_at IS NULL \
+     AND lease_until <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM entries WHERE entries.blob_id = blobs.id) \
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED";
+const CLAIM_LOCK_CANDIDATES_SQL: &str = "SELECT id FROM blobs WHERE id = ANY($3) \
+     AND claimed_at IS NULL AND lease_until <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM entries WHERE entries.blob_id = blobs.id) \
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED";
+/// Claim, step 2, a new statement hence a new snapshot taken after the locks: the reference
+/// check sees every `put` that committed before we got the lock.
+const CLAIM_SQL: &str = "UPDATE blobs SET claimed_at = $2 WHERE id = ANY($1) \
+     AND claimed_at IS NULL AND lease_until <= $2 \
+     AND NOT EXISTS (SELECT 1 FROM entries WHERE entries.blob_id = blobs.id) RETURNING id";
+const CLAIM_UNREGISTERED_SQL: &str = "INSERT INTO blobs (id, size, lease_until, claimed_at) \
+     VALUES ($1, 0, 0, $2) ON CONFLICT (id) DO NOTHING";
+const DELETE_EXPIRED_SQL: &str = concat!(
+    "DELETE FROM entries WHERE (namespace, id) IN (SELECT namespace, id FROM entries \
+     WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2 \
+     FOR UPDATE SKIP LOCKED) AND expires_at <= $1 RETURNING namespace, id, ",
+    meta_columns!()
+);
+const RECLAIM_ABANDONED_SQL: &str = "UPDATE blobs SET claimed_at = $1 WHERE id IN \
+     (SELECT id FROM blobs WHERE claimed_at IS NOT NULL AND claimed_at < $2 \
+      ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AND claimed_at < $2 RETURNING id";
+const RELEASE_SQL: &str = "DELETE FROM blobs WHERE id = ANY($1) AND claimed_at IS NOT NULL";
+/// Transactions that depend on READ COMMITTED's fresh snapshot per statement say so, whatever
+/// the server's default isolation.
+const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// A metadata index in a PostgreSQL schema (see the [crate docs](crate)).
+///
+/// Cheap to clone (the pools are shared). Every call is truly async: it borrows a pooled
+/// connection for the duration of its statements.
+#[derive(Clone)]
+pub struct PostgresMetadata {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: PostgresConfig,
+    /// `host:port/database` and schema, for messages.
+    pub(crate) server: String,
+    pool: PgPool,
+    /// Connections that hold key locks (session advisory locks), apart from `pool`.
+    pub(crate) lock_pool: PgPool,
+}
+
+impl fmt::Debug for PostgresMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresMetadata")
+            .field("server", &self.inner.server)
+            .field("pool_size", &self.inner.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresMetadata {
+    /// Opens the index described by `config`: validates the options, connects (retrying
+    /// within the retry budget while the server is unreachable), creates the schema if
+    /// missing, and applies pending migrations under an advisory lock.
+    ///
+    /// # Errors
+    /// - `Error::Config` naming the bad option for an invalid configuration; with field
+    ///   `schema` when the schema holds a newer cachet index (the message names both
+    ///   versions) or tables that are not a cachet index;
+    /// - `Error::Unavailable` when the server cannot be reached within the retry budget;
+    /// - `Error::Backend` for anything else (authentication, permissions, ...).
+    pub async fn open(config: PostgresConfig) -> Result<Self> {
+        config.validate()?;
+        let options = config.connect_options();
+        let server = format!("{} (schema {})", config.server(), config.schema());
+        let pool_options = |max: u32, min: u32| {
+            PgPoolOptions::new()
+                .max_connections(max)
+                .min_connections(min)
+                .acquire_timeout(config.acquire_timeout())
+                .idle_timeout(config.idle_timeout())
+                // A dead connection fails its statement with an I/O error, which is retried
+                // on another connection: no ping round trip before every call.
+                .test_before_acquire(false)
+        };
+        let pool = pool_options(config.max_connections(), config.min_connections())
+            .connect_lazy_with(options.clone());
+        let lock_pool = pool_options(config.lock_pool_size(), 0).connect_lazy_with(options.clone());
+        let inner = Inner {
+            config,
+            server,
+            pool,
+            lock_pool,
+        };
+        retrying!(&inner, "migrate the index schema", inner.migrate_once(&options))?;
+        tracing::debug!(server = %inner.server, "opened the PostgreSQL index");
+        Ok(PostgresMetadata {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Opens the index at a `postgres://` URL (see [`PostgresConfig::from_url`]).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        PostgresConfig::from_url(url)?.open().await
+    }
+
+    /// The configuration this index was opened with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.inner.config
+    }
+
+    /// Closes every pooled connection (held key locks keep theirs until released or
+    /// dropped). Later calls fail with `Error::Unavailable`.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+        self.inner.lock_pool.close().await;
+    }
+}
+
+/// Rows are decoded by column index; every failure names the entry and the column.
+struct Columns<'r> {
+    row: &'r PgRow,
+    offset: usize,
+    key: &'r CacheKey,
+}
+
+impl Columns<'_> {
+    fn corrupt(&self, column: &str, detail: impl fmt::Display) -> Error {
+        Error::corrupt(
+            format!("index entry {} (column `{column}`)", self.key),
+            detail,
+        )
+    }
+
+    fn get<'a, T>(&'a self, index: usize, column: &str) -> Result<T>
+    where
+        T: sqlx::Decode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        self.row
+            .try_get::<T, _>(self.offset + index)
+            .map_err(|e| self.corrupt(column, e))
+    }
+
+    fn unsigned(&self, index: usize, column: &str) -> Result<u64> {
+        let v: i64 = self.get(index, column)?;
+        u64::try_from(v).map_err(|_| self.corrupt(column, format!("negative value {v}")))
+    }
+
+    fn json(&self, index: usize, column: &str) -> Result<Option<serde_json::Value>> {
+        self.get::<Option<&str>>(index, column)?
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| self.corrupt(column, format!("invalid JSON: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Decodes [`meta_columns!`] starting at `offset`.
+fn decode_meta(row: &PgRow, offset: usize, key: CacheKey) -> Result<EntryMeta> {
+    let columns = Columns {
+        row,
+        offset,
+        key: &key,
+    };
+    let location = match columns.get::<Option<&str>>(1, "blob_id")? {
+        None => Location::Inline,
+        Some(text) => Location::Blob(
+            BlobId::parse(text)
+                .map_err(|_| columns.corrupt("blob_id", format!("`{text}` is not a blob id")))?,
+        ),
+    };
+    let compression_text: &str = columns.get(4, "compression")?;
+    let compression: Compression = compression_text.parse().map_err(|_| {
+        columns.corrupt(
+            "compression",
+            format!("`{compression_text}` is not a compression"),
+        )
+    })?;
+    let digest_text: &str = columns.get(7, "digest")?;
+    let digest: ContentDigest = digest_text.parse().map_err(|_| {
+        columns.corrupt("digest", format!("`{digest_text}` is not a content digest"))
+    })?;
+    let meta = EntryMeta {
+        params: columns.json(0, "params")?,
+        location,
+        data_type: DataType::parse(columns.get(2, "data_type")?),
+        type_name: columns.get(3, "type_name")?,
+        compression,
+        raw_size: columns.unsigned(5, "raw_size")?,
+        stored_size: columns.unsigned(6, "stored_size")?,
+        digest,
+        created_at: Timestamp(columns.get(8, "created_at")?),
+        updated_at: Timestamp(columns.get(9, "updated_at")?),
+        accessed_at: Timestamp(columns.get(10, "accessed_at")?),
+        access_count: columns.unsigned(11, "access_count")?,
+        expires_at: columns.get::<Option<i64>>(12, "expires_at")?.map(Timestamp),
+        tags: columns.get(13, "tags")?,
+        user_metadata: columns.json(14, "user_metadata")?,
+        signature: columns.get(15, "signature")?,
+        blob_etag: columns.get(16, "blob_etag")?,
+        key: CacheKey::from_parts_unchecked(String::new(), String::new()),
+    };
+    Ok(EntryMeta { key, ..meta })
+}
+
+/// Reads `namespace, id` (columns 0 and 1).
+fn decode_key(row: &PgRow) -> Result<CacheKey> {
+    let namespace: String = row
+        .try_get(0)
+        .map_err(|e| Error::corrupt("an index entry's key (column `namespace`)", e))?;
+    let id: String = row
+        .try_get(1)
+        .map_err(|e| Error::corrupt("an index entry's key (column `id`)", e))?;
+    Ok(CacheKey::from_parts_unchecked(namespace, id))
+}
+
+/// A record's columns, converted (and checked) before any connection is taken.
+struct EncodedRow {
+    namespace: String,
+    id: String,
+    params: Option<String>,
+    params_jsonb: Option<String>,
+    blob_id: Option<String>,
+    blob_etag: Option<String>,
+    data_type: String,
+    type_name: Option<String>,
+    compression: String,
+    raw_size: i64,
+    stored_size: i64,
+    digest: String,
+    created_at: i64,
+    updated_at: i64,
+    accessed_at: i64,
+    access_count: i64,
+    expires_at: Option<i64>,
+    tags: Vec<String>,
+    user_metadata: Option<String>,
+    user_metadata_jsonb: Option<String>,
+    signature: Option<String>,
+    inline_data: Option<Bytes>,
+}
+
+/// JSON text that PostgreSQL's `jsonb` cannot hold (it refuses `\u0000`); the text column
+/// keeps it, the JSONB copy is NULL. (An escaped backslash before `u0000` also matches: the
+/// copy is then NULL needlessly, never wrong.)
+fn jsonb_copy(text: &Option<String>) -> Option<String> {
+    text.as_ref().filter(|t| !t.contains("\\u0000")).cloned()
+}
+
+impl EncodedRow {
+    fn new(record: &EntryRecord) -> Result<Self> {
+        let meta = &record.meta;
+        let encode_error = |detail: String| Error::Encode {
+            key: meta.key.to_string(),
+            detail,
+        };
+        let integer = |field: &str, value: u64| {
+            i64::try_from(value).map_err(|_| {
+                encode_error(format!(
+                    "{field} {value} exceeds i64::MAX, the largest integer PostgreSQL's BIGINT \
+                     stores"
+                ))
+            })
+        };
+        let text = |field: &str, value: &str| {
+            if value.contains('\0') {
+                Err(encode_error(format!(
+                    "{field} contains a NUL character, which PostgreSQL text cannot store"
+                )))
+            } else {
+                Ok(value.to_owned())
+            }
+        };
+        let opt_text = |field: &str, value: &Option<String>| {
+            value.as_deref().map(|v| text(field, v)).transpose()
+        };
+        let json = |field: &str, value: &serde_json::Value| {
+            serde_json::to_string(value)
+                .map_err(|e| encode_error(format!("{field} cannot be written as JSON: {e}")))
+        };
+        let params = meta
+            .params
+            .as_ref()
+            .map(|p| json("params", p))
+            .transpose()?;
+        let user_metadata = meta
+            .user_metadata
+            .as_ref()
+            .map(|m| json("user_metadata", m))
+            .transpose()?;
+        Ok(EncodedRow {
+            namespace: text("namespace", meta.key.namespace())?,
+            id: text("id", meta.key.id())?,
+            params_jsonb: jsonb_copy(&params),
+            params,
+            blob_id: meta.location.blob_id().map(|b| b.as_str().to_owned()),
+            blob_etag: opt_text("blob_etag", &meta.blob_etag)?,
+            data_type: text("data_type", meta.data_type.as_str())?,
+            type_name: opt_text("type_name", &meta.type_name)?,
+            compression: meta.compression.name(),
+            raw_size: integer("raw_size", meta.raw_size)?,
+            stored_size: integer("stored_size", meta.stored_size)?,
+            digest: meta.digest.to_string(),
+            created_at: meta.created_at.0,
+            updated_at: meta.updated_at.0,
+            accessed_at: meta.accessed_at.0,
+            access_count: integer("access_count", meta.access_count)?,
+            expires_at: meta.expires_at.map(|t| t.0),
+            tags: meta
+                .tags
+                .iter()
+                .map(|t| text("tags", t))
+                .collect::<Result<_>>()?,
+            user_metadata_jsonb: jsonb_copy(&user_metadata),
+            user_metadata,
+            signature: opt_text("signature", &meta.signature)?,
+            inline_data: record.inline_data.clone(),
+        })
+    }
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// One bind value of a dynamically built statement.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The `list` statement for `query`, its arguments, and the effective limit.
+fn list_sql(query: &ListQuery) -> (String, Vec<Arg>, usize) {
+    let limit = if query.limit == 0 {
+        DEFAULT_PAGE
+    } else {
+        query.limit
+    };
+    let mut sql = String::from(concat!(
+        "SELECT namespace, id, ",
+        meta_columns!(),
+        " FROM entries WHERE TRUE"
+    ));
+    let mut args: Vec<Arg> = Vec::new();
+    let mut push = |sql: &mut String, clause: &str, arg: Arg| {
+        args.push(arg);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(namespace) = &query.namespace {
+        push(&mut sql, " AND namespace = ?", Arg::Text(namespace.clone()));
+    }
+    if let Some(prefix) = query.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // A range on the primary key (C collation: byte order) instead of LIKE.
+        push(&mut sql, " AND id >= ?", Arg::Text(prefix.to_owned()));
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            push(&mut sql, " AND id < ?", Arg::Text(upper));
+        }
+    }
+    if let Some(bound) = query.expires_at_or_before {
+        push(&mut sql, " AND expires_at <= ?", Arg::Int(bound.0));
+    }
+    if let Some(after) = &query.after {
+        push(
+            &mut sql,
+            " AND (namespace, id) > (?",
+            Arg::Text(after.namespace().to_owned()),
+        );
+        push(&mut sql, ", ?)", Arg::Text(after.id().to_owned()));
+    }
+    push(
+        &mut sql,
+        " ORDER BY namespace, id LIMIT ?",
+        Arg::Int(limit_param(limit)),
+    );
+    (sql, args, limit)
+}
+
+/// The smallest string greater than every string starting with `prefix`, if there is one.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// `sum(...)::text` of a stats query as `u64` (saturating; negative means corrupt sizes).
+fn parse_sum(text: &str, what: &str, server: &str) -> Result<u64> {
+    if text.starts_with('-') {
+        return Err(Error::corrupt(
+            format!("PostgreSQL index {server}"),
+            format!("the {what} sum is negative: a size column holds a negative value"),
+        ));
+    }
+    text.parse::<u128>()
+        .map(|v| u64::try_from(v).unwrap_or(u64::MAX))
+        .map_err(|_| {
+            Error::corrupt(
+                format!("PostgreSQL index {server}"),
+                format!("the {what} sum `{text}` is not a number"),
+            )
+        })
+}
+
+impl Inner {
+    async fn migrate_once(&self, options: &PgConnectOptions) -> Result<(), Fail> {
+        let connect = PgConnection::connect_with(options);
+        let mut conn = match tokio::time::timeout(self.config.connect_timeout(), connect).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                return Err(Fail::Sql(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting took longer than connect_timeout ({:?})",
+                        self.config.connect_timeout()
+                    ),
+                ))));
+            }
+        };
+        let result = schema::migrate(&mut conn, self.config.schema()).await;
+        let _ = conn.close().await;
+        result
+    }
+
+    fn blob_id(&self, id: &str) -> Result<BlobId> {
+        BlobId::parse(id).map_err(|_| {
+            Error::corrupt(
+                format!("blob registry of {}", self.server),
+                format!("`{id}` is not a valid blob id (column `id` of `blobs`)"),
+            )
+        })
+    }
+
+    /// The old row of a write that replaces or removes it. A row too damaged to decode does
+    /// not block the write (that is how repair removes it): it is logged and reported as `None`.
+    fn replaced_row(&self, row: Option<PgRow>, key: &CacheKey, op: &str) -> Option<EntryMeta> {
+        let row = row?;
+        match decode_meta(&row, 0, key.clone()) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, op, "a corrupt index row was replaced or removed");
+                None
+            }
+        }
+    }
+
+    async fn get_once(&self, key: &CacheKey) -> Result<Option<EntryRecord>, Fail> {
+        let Some(row) = sqlx::query(GET_SQL)
+            .bind(key.namespace())
+            .bind(key.id())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let meta = decode_meta(&row, 0, key.clone())?;
+        let inline_data: Option<Vec<u8>> = row.try_get(INLINE_DATA_COLUMN).map_err(|e| {
+            Error::corrupt(format!("index entry {key} (column `inline_data`)"), e)
+        })?;
+        Ok(Some(EntryRecord {
+            meta,
+            inline_data: inline_data.map(Bytes::from),
+        }))
+    }
+
+    async fn get_meta_once(&self, key: &CacheKey) -> Result<Option<EntryMeta>, Fail> {
+        let row = sqlx::query(GET_META_SQL)
+            .bind(key.namespace())
+            .bind(key.id())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|row| decode_meta(&row, 0, key.clone()))
+            .transpose()?)
+    }
+
+    fn upsert(row: &EncodedRow) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(UPSERT_SQL)
+            .bind(&row.namespace)
+            .bind(&row.id)
+            .bind(&row.params)
+            .bind(&row.params_jsonb)
+            .bind(&row.blob_id)
+            .bind(&row.blob_etag)
+            .bind(&row.data_type)
+            .bind(&row.type_name)
+            .bind(&row.compression)
+            .bind(row.raw_size)
+            .bind(row.stored_size)
+            .bind(&row.digest)
+            .bind(row.created_at)
+            .bind(row.updated_at)
+            .bind(row.accessed_at)
+            .bind(row.access_count)
+            .bind(row.expires_at)
+            .bind(&row.tags)
+            .bind(&row.user_metadata)
+            .bind(&row.user_metadata_jsonb)
+            .bind(&row.signature)
+            .bind(row.inline_data.as_deref())
+    }
+
+    async fn put_once(&self, key: &CacheKey, row: &EncodedRow) -> Result<Option<EntryMeta>, Fail> {
+        let Some(blob) = &row.blob_id else {
+            // Inline: one statement, its own transaction.
+            let old = Self::upsert(row).fetch_optional(&self.pool).await?;
+            return Ok(self.replaced_row(old, key, "put"));
+        };
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let registration = sqlx::query(BLOB_CHECK_SQL)
+            .bind(blob)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claimed_at: Option<Option<i64>> = registration
+            .map(|r| r.try_get::<Option<i64>, _>(0))
+            .transpose()?;
+        match claimed_at {
+            Some(None) => {}
+            Some(Some(_)) => {
+                return Err(Error::Conflict {
+                    what: format!("blob {blob}"),
+                    detail: format!(
+                        "entry {key} references a blob being garbage-collected; write the \
+                         blob again"
+                    ),
+                }
+                .into());
+            }
+            None => {
+                return Err(Error::Conflict {
+                    what: format!("blob {blob}"),
+                    detail: format!(
+                        "entry {key} references a blob that is not registered (reserve it \
+                         before committing the entry)"
+                    ),
+                }
+                .into());
+            }
+        }
+        let old = Self::upsert(row).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(self.replaced_row(old, key, "put"))
+    }
+
+    async fn delete_once(&self, key: &CacheKey) -> Result<Option<EntryMeta>, Fail> {
+        let old = sqlx::query(DELETE_SQL)
+            .bind(key.namespace())
+            .bind(key.id())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(self.replaced_row(old, key, "delete"))
+    }
+
+    async fn delete_expired_once(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>, Fail> {
+        let rows = sqlx::query(DELETE_EXPIRED_SQL)
+            .bind(now.0)
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut removed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = decode_key(&row)?;
+            match decode_meta(&row, 2, key.clone()) {
+                Ok(meta) => removed.push(meta),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "deleted a corrupt expired index row")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn list_once(&self, query: &ListQuery) -> Result<Vec<EntryMeta>, Fail> {
+        let (sql, args, limit) = list_sql(query);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for arg in args {
+            q = match arg {
+                Arg::Text(s) => q.bind(s),
+                Arg::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len().min(limit));
+        for row in rows {
+            let key = decode_key(&row)?;
+            out.push(decode_meta(&row, 2, key)?);
+        }
+        Ok(out)
+    }
+
+    async fn record_access_once(&self, batch: &AccessBatch) -> Result<(), Fail> {
+        sqlx::query(RECORD_ACCESS_SQL)
+            .bind(&batch.namespaces)
+            .bind(&batch.ids)
+            .bind(&batch.ats)
+            .bind(&batch.hits)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_expiry_once(
+        &self,
+        key: &CacheKey,
+        if_signature: Option<&str>,
+        expires_at: Option<Timestamp>,
+        updated_at: Timestamp,
+        signature: Option<&str>,
+    ) -> Result<bool, Fail> {
+        let sql = if if_signature.is_some() {
+            UPDATE_EXPIRY_GUARDED_SQL
+        } else {
+            UPDATE_EXPIRY_SQL
+        };
+        let mut q = sqlx::query(sql)
+            .bind(key.namespace())
+            .bind(key.id())
+            .bind(expires_at.map(|t| t.0))
+            .bind(updated_at.0)
+            .bind(signature);
+        if let Some(expected) = if_signature {
+            q = q.bind(expected);
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    async fn stats_once(&self) -> Result<IndexStats, Fail> {
+        let row = sqlx::query(STATS_SQL).fetch_one(&self.pool).await?;
+        let entries: i64 = row.try_get(0)?;
+        let inline: i64 = row.try_get(1)?;
+        let raw: String = row.try_get(2)?;
+        let stored: String = row.try_get(3)?;
+        let blobs: i64 = row.try_get(4)?;
+        let blob_bytes: String = row.try_get(5)?;
+        Ok(IndexStats {
+            entries: entries.max(0) as u64,
+            inline_entries: inline.max(0) as u64,
+            raw_bytes: parse_sum(&raw, "raw size", &self.server)?,
+            stored_bytes: parse_sum(&stored, "stored size", &self.server)?,
+            blobs: blobs.max(0) as u64,
+            blob_bytes: parse_sum(&blob_bytes, "blob size", &self.server)?,
+        })
+    }
+
+    async fn reserve_blob_once(
+        &self,
+        id: &BlobId,
+        size: i64,
+        lease_until: Timestamp,
+        stale_claim_before: Timestamp,
+    ) -> Result<(), Fail> {
+        let row = sqlx::query(RESERVE_SQL)
+            .bind(id.as_str())
+            .bind(size)
+            .bind(lease_until.0)
+            .bind(stale_claim_before.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        if row.is_none() {
+            return Err(Error::Conflict {
+                what: format!("blob {id}"),
+                detail: "the blob is being garbage-collected; retry shortly".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn claim_once(
+        &self,
+        candidates: Option<&[String]>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>, Fail> {
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let lock = match candidates {
+            None => sqlx::query(CLAIM_LOCK_ANY_SQL)
+                .bind(now.0)
+                .bind(limit_param(limit)),
+            Some(ids) => sqlx::query(CLAIM_LOCK_CANDIDATES_SQL)
+                .bind(now.0)
+                .bind(limit_param(limit))
+                .bind(ids),
+        };
+        let locked: Vec<String> = lock
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        if locked.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let claimed: Vec<String> = sqlx::query(CLAIM_SQL)
+            .bind(&locked)
+            .bind(now.0)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        tx.commit().await?;
+        Ok(claimed
+            .iter()
+            .map(|id| self.blob_id(id))
+            .collect::<Result<_>>()?)
+    }
+
+    async fn reclaim_once(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>, Fail> {
+        let rows = sqlx::query(RECLAIM_ABANDONED_SQL)
+            .bind(now.0)
+            .bind(stale_before.0)
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.push(self.blob_id(row.try_get::<&str, _>(0)?)?);
+        }
+        Ok(ids)
+    }
+
+    async fn claim_unregistered_once(&self, id: &BlobId, now: Timestamp) -> Result<bool, Fail> {
+        let done = sqlx::query(CLAIM_UNREGISTERED_SQL)
+            .bind(id.as_str())
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_once(&self, ids: &[String]) -> Result<(), Fail> {
+        sqlx::query(RELEASE_SQL)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A `record_access` batch as column arrays, sorted by key so that concurrent batches lock
+/// rows in the same order.
+struct AccessBatch {
+    namespaces: Vec<String>,
+    ids: Vec<String>,
+    ats: Vec<i64>,
+    hits: Vec<i64>,
+}
+
+impl AccessBatch {
+    fn new(accesses: &[AccessRecord]) -> Self {
+        let mut sorted: Vec<&AccessRecord> = accesses.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.key.namespace(), a.key.id()).cmp(&(b.key.namespace(), b.key.id()))
+        });
+        AccessBatch {
+            namespaces: sorted.iter().map(|a| a.key.namespace().to_owned()).collect(),
+            ids: sorted.iter().map(|a| a.key.id().to_owned()).collect(),
+            ats: sorted.iter().map(|a| a.at.0).collect(),
+            hits: sorted
+                .iter()
+                .map(|a| i64::try_from(a.hits).unwrap_or(i64::MAX))
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataBackend for PostgresMetadata {
+    fn name(&self) -> &str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> MetadataCapabilities {
+        let mut capabilities = MetadataCapabilities::all(false);
+        capabilities.shared_across_processes = true;
+        capabilities.shared_across_machines = true;
+        capabilities.durable = true;
+        capabilities.key_locks = true;
+        capabilities
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {
+        let inner = &*self.inner;
+        retrying!(inner, format_args!("get {key}"), inner.get_once(key))
+    }
+
+    async fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        let inner = &*self.inner;
+        retrying!(inner, format_args!("get_meta {key}"), inner.get_meta_once(key))
+    }
+
+    /// An upsert, so retrying after a commit whose outcome was lost (connection cut) is
+    /// safe; the retried call then reports the record it wrote itself as the replaced one.
+    async fn put(&self, record: EntryRecord) -> Result<Option<EntryMeta>> {
+        let row = EncodedRow::new(&record)?;
+        let key = &record.meta.key;
+        let inner = &*self.inner;
+        retrying!(inner, format_args!("put {key}"), inner.put_once(key, &row))
+    }
+
+    async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+        let inner = &*self.inner;
+        retrying!(inner, format_args!("delete {key}"), inner.delete_once(key))
+    }
+
+    async fn delete_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            "delete expired entries",
+            inner.delete_expired_once(now, limit)
+        )
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        let inner = &*self.inner;
+        retrying!(inner, "list", inner.list_once(query))
+    }
+
+    async fn record_access(&self, accesses: &[AccessRecord]) -> Result<()> {
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        let batch = AccessBatch::new(accesses);
+        let inner = &*self.inner;
+        retrying!(inner, "record access", inner.record_access_once(&batch))
+    }
+
+    async fn update_expiry(
+        &self,
+        key: &CacheKey,
+        if_signature: Option<&str>,
+        expires_at: Option<Timestamp>,
+        updated_at: Timestamp,
+        signature: Option<String>,
+    ) -> Result<bool> {
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("update expiry of {key}"),
+            inner.update_expiry_once(
+                key,
+                if_signature,
+                expires_at,
+                updated_at,
+                signature.as_deref()
+            )
+        )
+    }
+
+    async fn stats(&self) -> Result<IndexStats> {
+        let inner = &*self.inner;
+        retrying!(inner, "compute stats", inner.stats_once())
+    }
+
+    async fn reserve_blob(
+        &self,
+        id: &BlobId,
+        size: u64,
+        lease_until: Timestamp,
+        stale_claim_before: Timestamp,
+    ) -> Result<()> {
+        let size = i64::try_from(size).map_err(|_| Error::Encode {
+            key: format!("blob {id}"),
+            detail: format!(
+                "size {size} exceeds i64::MAX, the largest integer PostgreSQL's BIGINT stores"
+            ),
+        })?;
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("reserve blob {id}"),
+            inner.reserve_blob_once(id, size, lease_until, stale_claim_before)
+        )
+    }
+
+    async fn claim_unreferenced_blobs(
+        &self,
+        candidates: Option<&[BlobId]>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        if limit == 0 || candidates.is_some_and(|c| c.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let candidates: Option<Vec<String>> =
+            candidates.map(|c| c.iter().map(|id| id.as_str().to_owned()).collect());
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            "claim unreferenced blobs",
+            inner.claim_once(candidates.as_deref(), now, limit)
+        )
+    }
+
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: Timestamp,
+        stale_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<BlobId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            "reclaim abandoned claims",
+            inner.reclaim_once(now, stale_before, limit)
+        )
+    }
+
+    async fn claim_unregistered_blob(&self, id: &BlobId, now: Timestamp) -> Result<bool> {
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("claim unregistered blob {id}"),
+            inner.claim_unregistered_once(id, now)
+        )
+    }
+
+    async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        let inner = &*self.inner;
+        retrying!(inner, "release claimed blobs", inner.release_once(&ids))
+    }
+
+    /// See [`lock`](crate#key-locks): a session-level advisory lock on a connection of the
+    /// separate key-lock pool.
+    async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
+        let inner = &*self.inner;
+        let lock_id = lock::lock_id(inner.config.schema(), key);
+        let lock = retrying!(
+            inner,
+            format_args!("lock key {key}"),
+            lock::try_lock_once(&inner.lock_pool, lock_id, key)
+        )?;
+        Ok(lock.map(|l| Box::new(l) as Box<dyn KeyLock>))
+    }
+
+    /// Nothing is buffered: every call has committed when it returns.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet_core::{
-    BlobBackend, BoxError, CacheKey, EntryMeta, Error, IndexStats, MetadataBackend, ParamValue,
-    Params, Result, Timestamp,
+    BlobBackend, BoxError, CacheKey, EntryMeta, Error, IndexStats, KeyLock, MetadataBackend,
+    ParamValue, Params, Result, Timestamp,
 };
 use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
 use serde::Serialize;
@@ -76,6 +76,26 @@ pub struct CleanupReport {
     /// What the garbage collection run after the deletions did (it may also have removed
     /// blobs of earlier deletions and crash leftovers).
     pub gc: GcReport,
+}
+
+/// How often a `get_with` waiting for another process's computation looks again: starting
+/// here, doubling up to [`KEY_LOCK_POLL_MAX`].
+const KEY_LOCK_POLL_MIN: Duration = Duration::from_millis(5);
+const KEY_LOCK_POLL_MAX: Duration = Duration::from_millis(200);
+
+/// What waiting for a key's lock in the index ended with.
+enum KeyLockOutcome {
+    /// We hold the lock (`None`: the index has no locks, or taking one failed).
+    Held(Option<Box<dyn KeyLock>>),
+    /// Another holder stored the value meanwhile.
+    ValueAppeared,
+}
+
+async fn release_key_lock(key: &CacheKey, lock: Box<dyn KeyLock>) {
+    if let Err(e) = lock.release().await {
+        // The lock is freed anyway when its holder's session ends.
+        tracing::warn!(key = %key, error = %e, "could not release the key's lock in the index");
+    }
 }
 
 fn is_live(meta: &EntryMeta, now: Timestamp) -> bool {
@@ -504,7 +524,82 @@ impl Cache {
             }
         };
 
-        // We lead: compute with the lock held, store, record the outcome for the waiters.
+        // We lead in this process. Where the index offers per-key locks, also take the key's
+        // lock there, so that one process (on any machine sharing the index) computes; the
+        // value may show up while we wait for it.
+        let key_lock = match self.lock_key_across_processes(&cache_key).await? {
+            KeyLockOutcome::Held(lock) => lock,
+            KeyLockOutcome::ValueAppeared => {
+                if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                    drop(state);
+                    self.hit(&cache_key, bytes, true);
+                    return Ok(value);
+                }
+                None // gone again at once: compute without the lock
+            }
+        };
+        let result = self
+            .compute_as_leader(key, &cache_key, &options, init, &flight, &mut state)
+            .await;
+        if let Some(lock) = key_lock {
+            release_key_lock(&cache_key, lock).await;
+        }
+        result
+    }
+
+    /// Takes the key's lock in the index (other processes and machines), waiting while another
+    /// holder computes the value; returns early if the value shows up meanwhile.
+    async fn lock_key_across_processes(&self, key: &CacheKey) -> Result<KeyLockOutcome> {
+        let index = self.shared.store.metadata_backend();
+        if !index.capabilities().key_locks {
+            return Ok(KeyLockOutcome::Held(None));
+        }
+        let mut delay = KEY_LOCK_POLL_MIN;
+        loop {
+            match index.try_lock_key(key).await {
+                Ok(Some(lock)) => {
+                    // The holder before us may have stored the value just before releasing.
+                    if self.lookup_live(key).await?.is_some() {
+                        release_key_lock(key, lock).await;
+                        return Ok(KeyLockOutcome::ValueAppeared);
+                    }
+                    return Ok(KeyLockOutcome::Held(Some(lock)));
+                }
+                Ok(None) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(KEY_LOCK_POLL_MAX);
+                    if self.lookup_live(key).await?.is_some() {
+                        return Ok(KeyLockOutcome::ValueAppeared);
+                    }
+                }
+                Err(e) => {
+                    // Computing twice is better than failing a read: go on without the lock.
+                    tracing::warn!(key = %key, error = %e,
+                        "could not take the key's lock in the index; computing without it");
+                    return Ok(KeyLockOutcome::Held(None));
+                }
+            }
+        }
+    }
+
+    /// Computes the value as the leader (holding the flight's lock), stores it and records the
+    /// outcome for the waiters.
+    async fn compute_as_leader<T, E, F, Fut>(
+        &self,
+        key: impl IntoCacheKey,
+        cache_key: &CacheKey,
+        options: &InsertOptions,
+        init: F,
+        flight: &crate::flight::FlightHandle<'_>,
+        state: &mut crate::flight::SlotState,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let cache_key = cache_key.clone();
         self.shared.counters.computation();
         self.shared.counters.miss();
         tracing::debug!(key = %cache_key, outcome = "miss", "get_with: computing");
@@ -514,8 +609,8 @@ impl Cache {
                     key: cache_key.clone(),
                     params: key.params_json(),
                 };
-                match self.insert_resolved(resolved, &value, &options).await {
-                    Ok(_) => flight.complete(&mut state, Outcome::Inserted),
+                match self.insert_resolved(resolved, &value, options).await {
+                    Ok(_) => flight.complete(state, Outcome::Inserted),
                     // No outcome recorded: a waiter computes again rather than miss forever.
                     Err(e) => tracing::warn!(key = %cache_key, error = %e,
                         "computed value could not be stored; returning it uncached"),
@@ -524,7 +619,7 @@ impl Cache {
             }
             Err(e) => {
                 let source: BoxError = e.into();
-                flight.complete(&mut state, Outcome::Failed(Arc::from(source.to_string())));
+                flight.complete(state, Outcome::Failed(Arc::from(source.to_string())));
                 tracing::debug!(key = %cache_key, error = %source, "get_with: computation failed");
                 Err(Error::Compute {
                     key: cache_key.to_string(),

@@ -324,3 +324,56 @@ async fn get_with_invalid_options_fail_before_computing() {
         "{err}"
     );
 }
+
+/// Caches that share one index with per-key locks (as processes share PostgreSQL) but not
+/// their in-process flights: the index's key lock makes one of them compute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_with_computes_once_across_caches_sharing_an_index_with_key_locks() {
+    let index = Arc::new(cachet_core::memory::MemoryMetadata::new());
+    let blobs = Arc::new(cachet_core::memory::MemoryBlobs::new());
+    let mut caches = Vec::new();
+    for _ in 0..4 {
+        caches.push(
+            cachet_cache::Cache::builder()
+                .index_backend(index.clone())
+                .blob_backend(blobs.clone())
+                .build()
+                .await
+                .unwrap(),
+        );
+    }
+    let runs = Arc::new(AtomicU32::new(0));
+    let start = Arc::new(tokio::sync::Barrier::new(caches.len() * 5));
+    let key = params! { "report" => "q3" };
+    let mut tasks = Vec::new();
+    for cache in &caches {
+        for _ in 0..5 {
+            let (cache, runs, start, key) =
+                (cache.clone(), runs.clone(), start.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                cache
+                    .get_with(&key, || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "computed once".to_owned()
+                    })
+                    .await
+            }));
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "computed once");
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one computation across every cache sharing the index"
+    );
+    // The lock was released: a later miss of another key computes at once.
+    let other = caches[1]
+        .get_with(&params! { "report" => "q4" }, || async { 4u8 })
+        .await
+        .unwrap();
+    assert_eq!(other, 4);
+}

@@ -6,7 +6,8 @@
 //! cargo xtask test            nextest (all tests) + doctests
 //! cargo xtask bench           criterion benches, then the peer comparison
 //! cargo xtask demo            the CLI's demo
-//! cargo xtask services up     start the external services tests need (scripts/services/)
+//! cargo xtask services up     start PostgreSQL and an S3 server for the tests; prints `export`
+//!                             lines: eval "$(cargo xtask services up)"
 //! cargo xtask services down   stop them
 //! ```
 //!
@@ -39,7 +40,8 @@ commands:
   test             all tests with cargo-nextest, then doctests
   bench            cargo bench -p cachet-benches, then the peer comparison
   demo             run the CLI demo (release build)
-  services up      start the services tests need (scripts/services/up.sh)
+  services up      start PostgreSQL + an S3 server (scripts/services/up.sh) and print their
+                   environment: eval \"$(cargo xtask services up)\"
   services down    stop them (scripts/services/down.sh)
   help             this text
 
@@ -62,9 +64,9 @@ fn main() -> ExitCode {
 fn run(args: &[&str]) -> Result<()> {
     let ctx = Ctx::new()?;
     match args {
-        ["ci"] => ctx.pipeline("ci", &ci_steps(&ctx)),
+        ["ci"] => ctx.pipeline_with_services("ci", &ci_steps(&ctx)),
         ["lint"] => ctx.pipeline("lint", &lint_steps(&ctx)),
-        ["test"] => ctx.pipeline("test", &test_steps(&ctx)),
+        ["test"] => ctx.pipeline_with_services("test", &test_steps(&ctx)),
         ["bench"] => ctx.pipeline("bench", &bench_steps()),
         ["demo"] => ctx.pipeline("demo", &demo_steps()),
         ["services", action @ ("up" | "down")] => ctx.services(action),
@@ -84,6 +86,10 @@ struct Ctx {
     cargo: OsString,
     /// Running under CI: plain output, nextest's `ci` profile.
     ci: bool,
+    /// Environment for every later command: what `services up` exported.
+    env: std::cell::RefCell<Vec<(String, String)>>,
+    /// Whether this run started the services (and so stops them at the end).
+    started_services: std::cell::Cell<bool>,
 }
 
 impl Ctx {
@@ -101,13 +107,20 @@ impl Ctx {
         let ci = std::env::var("CI")
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
             .unwrap_or(false);
-        Ok(Ctx { root, cargo, ci })
+        Ok(Ctx {
+            root,
+            cargo,
+            ci,
+            env: Default::default(),
+            started_services: Default::default(),
+        })
     }
 
     /// A `cargo` command in the workspace root with the environment CI needs.
     fn cargo(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.cargo);
         cmd.args(args).current_dir(&self.root);
+        cmd.envs(self.env.borrow().iter().map(|(k, v)| (k, v)));
         if self.ci {
             cmd.env("CARGO_TERM_COLOR", "never")
                 .env("NO_COLOR", "1")
@@ -160,20 +173,72 @@ impl Ctx {
         }
     }
 
-    /// `services up|down`: runs `scripts/services/<action>.sh` if the project has one.
+    /// [`pipeline`](Self::pipeline), then stops the services the pipeline started, whether it
+    /// passed or not.
+    fn pipeline_with_services(&self, name: &str, steps: &[Step]) -> Result<()> {
+        let result = self.pipeline(name, steps);
+        if self.started_services.get() {
+            println!("\n==> [{name}] services down");
+            if let Err(e) = self.services_script("down") {
+                eprintln!("xtask: warning: stopping the services failed: {e:#}");
+            }
+        }
+        result
+    }
+
+    /// `services up|down` from the command line: `up` prints the services' environment as
+    /// `export` lines (and nothing else) on stdout.
     fn services(&self, action: &str) -> Result<()> {
+        if action == "up" {
+            let exports = self.services_up()?;
+            for (key, value) in exports {
+                println!("export {key}={value}");
+            }
+            Ok(())
+        } else {
+            self.services_script(action)
+        }
+    }
+
+    /// Starts the services (idempotent) and keeps their environment for later commands.
+    fn services_up(&self) -> Result<Vec<(String, String)>> {
+        let state_dir =
+            std::env::var("CI_SERVICES_DIR").unwrap_or_else(|_| "/tmp/cachet-services".to_owned());
+        let already_running = ["postgres.env", "s3.env"]
+            .iter()
+            .all(|f| std::path::Path::new(&state_dir).join(f).exists());
+        let script = self.root.join("scripts/services/up.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("could not start `bash {}`", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`bash {}` failed ({}): the tests need PostgreSQL and an S3 server",
+                script.display(),
+                output.status
+            );
+        }
+        let exports = parse_exports(&String::from_utf8_lossy(&output.stdout));
+        if !exports.iter().any(|(k, _)| k == "DATABASE_URL")
+            || !exports.iter().any(|(k, _)| k == "S3_ENDPOINT")
+        {
+            bail!("scripts/services/up.sh did not export DATABASE_URL and S3_ENDPOINT");
+        }
+        self.env.borrow_mut().extend(exports.iter().cloned());
+        self.started_services.set(!already_running);
+        Ok(exports)
+    }
+
+    /// Runs `scripts/services/<action>.sh`.
+    fn services_script(&self, action: &str) -> Result<()> {
         let script = self
             .root
             .join("scripts/services")
             .join(format!("{action}.sh"));
-        if !script.exists() {
-            println!(
-                "no services are configured (no {}): the embedded backends (SQLite, filesystem) \
-                 need none",
-                script.strip_prefix(&self.root).unwrap_or(&script).display()
-            );
-            return Ok(());
-        }
         let mut cmd = Command::new("bash");
         cmd.arg(&script).current_dir(&self.root);
         if self.ci {
@@ -181,6 +246,17 @@ impl Ctx {
         }
         run_command(&mut cmd, &format!("bash {}", script.display()))
     }
+}
+
+/// `KEY=VALUE` pairs from `export K1=V1 K2=V2` lines (the service scripts' output; values
+/// never contain spaces or quotes).
+fn parse_exports(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// One named step of a pipeline.
@@ -197,6 +273,8 @@ enum Action {
     EnsureTools,
     /// Install the Python packages of the format-spec reader test if they are missing.
     EnsurePython,
+    /// Start PostgreSQL and the S3 server; later steps get their environment.
+    ServicesUp,
     /// `cargo <args>`.
     Cargo(Vec<&'static str>),
     /// `cargo <args>`, after checking that the cargo subcommand `tool` is installed.
@@ -227,6 +305,7 @@ impl Step {
         match &self.action {
             Action::EnsureTools => ensure_tools(ctx),
             Action::EnsurePython => ensure_python_packages(),
+            Action::ServicesUp => self_services_up(ctx),
             Action::Cargo(args) => ctx.run_cargo(args),
             Action::CargoTool { tool, args } => {
                 require_tool(ctx, tool)?;
@@ -241,6 +320,13 @@ enum Outcome {
     Ok,
     Failed,
     Skipped,
+}
+
+fn self_services_up(ctx: &Ctx) -> Result<()> {
+    for (key, value) in ctx.services_up()? {
+        println!("{key}={value}");
+    }
+    Ok(())
 }
 
 fn ci_steps(ctx: &Ctx) -> Vec<Step> {
@@ -321,6 +407,11 @@ fn test_steps(ctx: &Ctx) -> Vec<Step> {
             name: "python packages",
             action: Action::EnsurePython,
             note: None,
+        },
+        Step {
+            name: "services up",
+            action: Action::ServicesUp,
+            note: Some("PostgreSQL and an S3 server (moto) on 127.0.0.1; installed when missing"),
         },
         Step::cargo_tool("nextest", "nextest", nextest),
         // nextest does not run doctests.
@@ -534,6 +625,24 @@ mod tests {
             None
         );
         assert!(require_tool(&ctx, "surely-not-an-installed-subcommand").is_err());
+    }
+
+    #[test]
+    fn service_exports_are_parsed_into_pairs() {
+        let text = "export DATABASE_URL=postgres://p@127.0.0.1:5/test\n\
+                    export AWS_ALLOW_HTTP=true AWS_BUCKET=b\n\
+                    not an export\n";
+        assert_eq!(
+            parse_exports(text),
+            vec![
+                (
+                    "DATABASE_URL".to_owned(),
+                    "postgres://p@127.0.0.1:5/test".to_owned()
+                ),
+                ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
+                ("AWS_BUCKET".to_owned(), "b".to_owned()),
+            ]
+        );
     }
 
     #[test]

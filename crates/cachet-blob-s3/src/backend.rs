@@ -342,12 +342,10 @@ struct Upload {
 impl S3BlobWriter {
     async fn start_upload(&mut self) -> Result<()> {
         let tmp = self.inner.layout.new_temp_path(self.started);
-        let upload = self
-            .inner
-            .store
-            .put_multipart(&tmp)
-            .await
-            .map_err(|e| map_error(format!("multipart upload to {}", self.inner.url(&tmp)), e))?;
+        let upload =
+            self.inner.store.put_multipart(&tmp).await.map_err(|e| {
+                map_error(format!("multipart upload to {}", self.inner.url(&tmp)), e)
+            })?;
         let mut multipart = WriteMultipart::new_with_chunk_size(upload, self.inner.part_size);
         for chunk in self.pending.drain(..) {
             multipart.put(chunk);
@@ -450,7 +448,10 @@ impl BlobWriter for S3BlobWriter {
         if let Some(upload) = self.upload.take() {
             upload.multipart.abort().await.map_err(|e| {
                 map_error(
-                    format!("abort of the multipart upload to {}", self.inner.url(&upload.tmp)),
+                    format!(
+                        "abort of the multipart upload to {}",
+                        self.inner.url(&upload.tmp)
+                    ),
                     e,
                 )
             })?;

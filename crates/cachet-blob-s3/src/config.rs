@@ -182,8 +182,7 @@ impl S3Config {
                 ),
             ));
         }
-        if !parsed.username().is_empty() || parsed.password().is_some() || parsed.port().is_some()
-        {
+        if !parsed.username().is_empty() || parsed.password().is_some() || parsed.port().is_some() {
             return Err(Error::config(
                 "url",
                 "s3:// URLs take no user, password or port; pass credentials as \
@@ -446,7 +445,10 @@ impl S3Config {
             validate_endpoint(endpoint, true)?;
         }
         if let Some(region) = &self.region {
-            if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            if region.is_empty()
+                || !region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
                 return Err(Error::config(
                     "region",
@@ -598,7 +600,10 @@ impl S3Config {
         let store = builder.build().map_err(|e| {
             Error::config(
                 "s3",
-                format!("cannot configure the S3 client for bucket `{}`: {e}", self.bucket),
+                format!(
+                    "cannot configure the S3 client for bucket `{}`: {e}",
+                    self.bucket
+                ),
             )
         })?;
         Ok(S3Blobs::new(
@@ -683,7 +688,9 @@ fn percent_decode(s: &str, field: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             let Some(b) = hex else {
                 return Err(Error::config(
                     field,
@@ -784,7 +791,10 @@ mod tests {
         assert_eq!(parse_size("f", "8MiB").unwrap(), 8 << 20);
         assert_eq!(parse_size("f", "1GiB").unwrap(), 1 << 30);
         assert!(parse_size("f", "8MB").is_err());
-        assert_eq!(parse_duration("f", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("f", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("f", "30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("f", "2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("f", "7").unwrap(), Duration::from_secs(7));

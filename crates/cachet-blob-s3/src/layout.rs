@@ -53,7 +53,9 @@ impl Layout {
     /// `<prefix>/<algorithm>/<hex[0..2]>/<hex>`.
     pub(crate) fn blob_path(&self, id: &BlobId) -> Path {
         let hex = id.hex();
-        self.algorithm_dir(id.algorithm()).join(&hex[0..2]).join(hex)
+        self.algorithm_dir(id.algorithm())
+            .join(&hex[0..2])
+            .join(hex)
     }
 
     /// `<prefix>/tmp`.
@@ -78,7 +80,12 @@ impl Layout {
         let mut b = RandomState::new().build_hasher();
         b.write_u32(std::process::id());
         b.write_u64(a.finish());
-        let name = format!("{TMP_PREFIX}{}-{:016x}{:016x}", started.0, a.finish(), b.finish());
+        let name = format!(
+            "{TMP_PREFIX}{}-{:016x}{:016x}",
+            started.0,
+            a.finish(),
+            b.finish()
+        );
         self.tmp_dir().join(name.as_str())
     }
 
@@ -151,7 +158,11 @@ mod tests {
             "p/tmp/upload-1-2".to_string(),
             "p/xxh3-128/ab/abcd.tmp".to_string(),
         ] {
-            assert_eq!(layout.parse_blob_path(&Path::from(name.as_str())), None, "{name}");
+            assert_eq!(
+                layout.parse_blob_path(&Path::from(name.as_str())),
+                None,
+                "{name}"
+            );
         }
     }
 

@@ -10,8 +10,8 @@ use sqlx::{Connection, PgConnection, Row};
 
 use cachet_core::{
     AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryMeta, EntryRecord,
-    Error, IndexStats, KeyLock, ListQuery, Location, MetadataBackend, MetadataCapabilities,
-    Result, Timestamp,
+    Error, IndexStats, KeyLock, ListQuery, Location, MetadataBackend, MetadataCapabilities, Result,
+    Timestamp,
 };
 
 use crate::config::PostgresConfig;
@@ -196,7 +196,11 @@ impl PostgresMetadata {
             pool,
             lock_pool,
         };
-        retrying!(&inner, "migrate the index schema", inner.migrate_once(&options))?;
+        retrying!(
+            &inner,
+            "migrate the index schema",
+            inner.migrate_once(&options)
+        )?;
         tracing::debug!(server = %inner.server, "opened the PostgreSQL index");
         Ok(PostgresMetadata {
             inner: Arc::new(inner),
@@ -566,9 +570,9 @@ impl Inner {
             return Ok(None);
         };
         let meta = decode_meta(&row, 0, key.clone())?;
-        let inline_data: Option<Vec<u8>> = row.try_get(INLINE_DATA_COLUMN).map_err(|e| {
-            Error::corrupt(format!("index entry {key} (column `inline_data`)"), e)
-        })?;
+        let inline_data: Option<Vec<u8>> = row
+            .try_get(INLINE_DATA_COLUMN)
+            .map_err(|e| Error::corrupt(format!("index entry {key} (column `inline_data`)"), e))?;
         Ok(Some(EntryRecord {
             meta,
             inline_data: inline_data.map(Bytes::from),
@@ -586,7 +590,9 @@ impl Inner {
             .transpose()?)
     }
 
-    fn upsert(row: &EncodedRow) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn upsert(
+        row: &EncodedRow,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(UPSERT_SQL)
             .bind(&row.namespace)
             .bind(&row.id)
@@ -663,7 +669,11 @@ impl Inner {
         Ok(self.replaced_row(old, key, "delete"))
     }
 
-    async fn delete_expired_once(&self, now: Timestamp, limit: usize) -> Result<Vec<EntryMeta>, Fail> {
+    async fn delete_expired_once(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EntryMeta>, Fail> {
         let rows = sqlx::query(DELETE_EXPIRED_SQL)
             .bind(now.0)
             .bind(limit_param(limit))
@@ -868,11 +878,13 @@ struct AccessBatch {
 impl AccessBatch {
     fn new(accesses: &[AccessRecord]) -> Self {
         let mut sorted: Vec<&AccessRecord> = accesses.iter().collect();
-        sorted.sort_by(|a, b| {
-            (a.key.namespace(), a.key.id()).cmp(&(b.key.namespace(), b.key.id()))
-        });
+        sorted
+            .sort_by(|a, b| (a.key.namespace(), a.key.id()).cmp(&(b.key.namespace(), b.key.id())));
         AccessBatch {
-            namespaces: sorted.iter().map(|a| a.key.namespace().to_owned()).collect(),
+            namespaces: sorted
+                .iter()
+                .map(|a| a.key.namespace().to_owned())
+                .collect(),
             ids: sorted.iter().map(|a| a.key.id().to_owned()).collect(),
             ats: sorted.iter().map(|a| a.at.0).collect(),
             hits: sorted
@@ -905,7 +917,11 @@ impl MetadataBackend for PostgresMetadata {
 
     async fn get_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
         let inner = &*self.inner;
-        retrying!(inner, format_args!("get_meta {key}"), inner.get_meta_once(key))
+        retrying!(
+            inner,
+            format_args!("get_meta {key}"),
+            inner.get_meta_once(key)
+        )
     }
 
     /// An upsert, so retrying after a commit whose outcome was lost (connection cut) is

@@ -146,10 +146,7 @@ impl PostgresConfig {
         for (name, value) in parsed.query_pairs() {
             if name.starts_with("cachet_") {
                 if ours.iter().any(|(n, _)| *n == name) {
-                    return Err(Error::config(
-                        name,
-                        "the option is given twice in the URL",
-                    ));
+                    return Err(Error::config(name, "the option is given twice in the URL"));
                 }
                 ours.push((name.into_owned(), value.into_owned()));
             } else {
@@ -167,12 +164,15 @@ impl PostgresConfig {
         let mut config = PostgresConfig::with_connect_options(stripped, connect);
         for (name, value) in ours {
             let millis = |value: &str| -> Result<Duration> {
-                value.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-                    Error::config(
-                        &name,
-                        format!("`{value}` is not a whole number of milliseconds"),
-                    )
-                })
+                value
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|_| {
+                        Error::config(
+                            &name,
+                            format!("`{value}` is not a whole number of milliseconds"),
+                        )
+                    })
             };
             let count = |value: &str| -> Result<u32> {
                 value.parse::<u32>().map_err(|_| {
@@ -505,14 +505,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.schema(), "s1");
         assert_eq!(config.retry_budget(), Duration::from_millis(250));
-        assert_eq!(config.redacted_url(), "postgres://u:***@h:5433/db?sslmode=disable");
+        assert_eq!(
+            config.redacted_url(),
+            "postgres://u:***@h:5433/db?sslmode=disable"
+        );
         assert_eq!(config.server(), "h:5433/db");
     }
 
     #[test]
     fn unknown_cachet_option_is_named() {
         let err = PostgresConfig::from_url("postgres://h/db?cachet_scheme=x").unwrap_err();
-        assert!(matches!(err, Error::Config { ref field, .. } if field == "cachet_scheme"), "{err}");
+        assert!(
+            matches!(err, Error::Config { ref field, .. } if field == "cachet_scheme"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -523,7 +529,10 @@ mod tests {
                 .with_schema(bad)
                 .validate()
                 .unwrap_err();
-            assert!(matches!(err, Error::Config { ref field, .. } if field == "schema"), "{bad}");
+            assert!(
+                matches!(err, Error::Config { ref field, .. } if field == "schema"),
+                "{bad}"
+            );
         }
     }
 
@@ -534,13 +543,22 @@ mod tests {
             ("max_connections", base().with_max_connections(0)),
             ("lock_pool_size", base().with_lock_pool_size(0)),
             ("min_connections", base().with_min_connections(11)),
-            ("connect_timeout", base().with_connect_timeout(Duration::ZERO)),
-            ("acquire_timeout", base().with_acquire_timeout(Duration::ZERO)),
+            (
+                "connect_timeout",
+                base().with_connect_timeout(Duration::ZERO),
+            ),
+            (
+                "acquire_timeout",
+                base().with_acquire_timeout(Duration::ZERO),
+            ),
             (
                 "statement_timeout",
                 base().with_statement_timeout(Some(Duration::from_micros(10))),
             ),
-            ("idle_timeout", base().with_idle_timeout(Some(Duration::ZERO))),
+            (
+                "idle_timeout",
+                base().with_idle_timeout(Some(Duration::ZERO)),
+            ),
             (
                 "retry_budget",
                 base().with_retry_budget(Duration::from_secs(7200)),

@@ -121,6 +121,9 @@ mod tests {
         assert_eq!(a, lock_id("s1", &key("ns", "id")));
         assert_ne!(a, lock_id("s2", &key("ns", "id")));
         assert_ne!(a, lock_id("s1", &key("ns2", "id")));
-        assert_ne!(lock_id("s1", &key("a", "bc")), lock_id("s1", &key("ab", "c")));
+        assert_ne!(
+            lock_id("s1", &key("a", "bc")),
+            lock_id("s1", &key("ab", "c"))
+        );
     }
 }

@@ -91,11 +91,10 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS cachet_schema_version (
 
 /// Reads the schema version without locking; `None` when the schema has no version table.
 async fn read_version(conn: &mut PgConnection) -> Result<Option<i64>, Fail> {
-    let exists: bool =
-        sqlx::query("SELECT to_regclass('cachet_schema_version') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
+    let exists: bool = sqlx::query("SELECT to_regclass('cachet_schema_version') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
     if !exists {
         return Ok(None);
     }

@@ -15,11 +15,15 @@ use object_store::{
 };
 
 use crate::config::{MAX_OBJECT_SIZE, S3Config};
-use crate::error::{BACKEND, map_error};
+use crate::error::map_error;
 use crate::layout::{ALGORITHMS, Layout, temp_started_at};
 
 /// What [`S3Config::build`] hands to the backend.
 pub(crate) struct Settings {
+    /// The backend's name: `s3`, `gcs` or `azure`.
+    pub(crate) name: &'static str,
+    /// The URL scheme for messages: `s3`, `gs` or `az`.
+    pub(crate) scheme: &'static str,
     pub(crate) bucket: String,
     pub(crate) prefix: Path,
     pub(crate) conditional_put: bool,
@@ -37,6 +41,8 @@ pub struct S3Blobs {
 }
 
 struct Inner {
+    name: &'static str,
+    scheme: &'static str,
     store: Arc<dyn ObjectStore>,
     bucket: String,
     layout: Layout,
@@ -61,6 +67,8 @@ impl S3Blobs {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, settings: Settings) -> Self {
         S3Blobs {
             inner: Arc::new(Inner {
+                name: settings.name,
+                scheme: settings.scheme,
                 store,
                 bucket: settings.bucket,
                 layout: Layout::new(settings.prefix),
@@ -98,9 +106,9 @@ impl S3Blobs {
 }
 
 impl Inner {
-    /// `s3://bucket/key`, for messages.
+    /// `s3://bucket/key` (or `gs://`, `az://`), for messages.
     fn url(&self, path: &Path) -> String {
-        format!("s3://{}/{}", self.bucket, path)
+        format!("{}://{}/{}", self.scheme, self.bucket, path)
     }
 
     fn check_size(&self, size: u64, id: Option<&BlobId>) -> Result<()> {
@@ -125,7 +133,7 @@ impl Inner {
                 .store
                 .put(path, payload)
                 .await
-                .map_err(|e| map_error(format!("put of {}", self.url(path)), e))?;
+                .map_err(|e| map_error(self.name, format!("put of {}", self.url(path)), e))?;
             return Ok(BlobReceipt { etag: result.e_tag });
         }
         // A concurrent conditional write of the same key may be answered 409 or 412 while the
@@ -147,7 +155,13 @@ impl Inner {
                     }
                     last_err = Some(e);
                 }
-                Err(e) => return Err(map_error(format!("put of {}", self.url(path)), e)),
+                Err(e) => {
+                    return Err(map_error(
+                        self.name,
+                        format!("put of {}", self.url(path)),
+                        e,
+                    ));
+                }
             }
         }
         Err(Error::Conflict {
@@ -164,14 +178,22 @@ impl Inner {
         match self.store.head(path).await {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_error(format!("head of {}", self.url(path)), e)),
+            Err(e) => Err(map_error(
+                self.name,
+                format!("head of {}", self.url(path)),
+                e,
+            )),
         }
     }
 
     async fn delete_object(&self, path: &Path) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_error(format!("delete of {}", self.url(path)), e)),
+            Err(e) => Err(map_error(
+                self.name,
+                format!("delete of {}", self.url(path)),
+                e,
+            )),
         }
     }
 
@@ -188,7 +210,7 @@ impl Inner {
 #[async_trait]
 impl BlobBackend for S3Blobs {
     fn name(&self) -> &str {
-        BACKEND
+        self.inner.name
     }
 
     fn capabilities(&self) -> BlobCapabilities {
@@ -228,22 +250,26 @@ impl BlobBackend for S3Blobs {
             .store
             .get(&path)
             .await
-            .map_err(|e| map_error(what(), e))?;
-        result.bytes().await.map_err(|e| map_error(what(), e))
+            .map_err(|e| map_error(self.inner.name, what(), e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| map_error(self.inner.name, what(), e))
     }
 
     async fn get_stream(&self, id: &BlobId) -> Result<ByteStream> {
         let path = self.inner.layout.blob_path(id);
+        let name = self.inner.name;
         let what = format!("get of blob {id} at {}", self.inner.url(&path));
         let result = self
             .inner
             .store
             .get(&path)
             .await
-            .map_err(|e| map_error(what.clone(), e))?;
+            .map_err(|e| map_error(self.inner.name, what.clone(), e))?;
         Ok(result
             .into_stream()
-            .map_err(move |e| map_error(what.clone(), e))
+            .map_err(move |e| map_error(name, what.clone(), e))
             .boxed())
     }
 
@@ -268,13 +294,14 @@ impl BlobBackend for S3Blobs {
 
     async fn list(&self) -> Result<BlobInfoStream> {
         let inner = self.inner.clone();
+        let name = inner.name;
         let streams = ALGORITHMS.map(|algorithm| {
             let dir = inner.layout.algorithm_dir(algorithm);
             let what = format!("list of {}/", inner.url(&dir));
             inner
                 .store
                 .list(Some(&dir))
-                .map_err(move |e| map_error(what.clone(), e))
+                .map_err(move |e| map_error(name, what.clone(), e))
         });
         let stream = futures_util::stream::iter(streams)
             .flatten()
@@ -295,7 +322,7 @@ impl BlobBackend for S3Blobs {
             .inner
             .store
             .list(Some(&tmp))
-            .map_err(|e| map_error(what.clone(), e))
+            .map_err(|e| map_error(self.inner.name, what.clone(), e))
             .try_filter_map(|meta| {
                 let modified = Timestamp(meta.last_modified.timestamp_millis());
                 let started = meta.location.filename().and_then(temp_started_at);
@@ -342,10 +369,13 @@ struct Upload {
 impl S3BlobWriter {
     async fn start_upload(&mut self) -> Result<()> {
         let tmp = self.inner.layout.new_temp_path(self.started);
-        let upload =
-            self.inner.store.put_multipart(&tmp).await.map_err(|e| {
-                map_error(format!("multipart upload to {}", self.inner.url(&tmp)), e)
-            })?;
+        let upload = self.inner.store.put_multipart(&tmp).await.map_err(|e| {
+            map_error(
+                self.inner.name,
+                format!("multipart upload to {}", self.inner.url(&tmp)),
+                e,
+            )
+        })?;
         let mut multipart = WriteMultipart::new_with_chunk_size(upload, self.inner.part_size);
         for chunk in self.pending.drain(..) {
             multipart.put(chunk);
@@ -368,7 +398,7 @@ impl S3BlobWriter {
             if let Some(upload) = self.upload.take() {
                 let _ = upload.multipart.abort().await;
             }
-            return Err(map_error(what, e));
+            return Err(map_error(self.inner.name, what, e));
         }
         Ok(())
     }
@@ -405,10 +435,13 @@ impl BlobWriter for S3BlobWriter {
             let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
             return inner.put_object(&path, payload).await;
         };
-        multipart
-            .finish()
-            .await
-            .map_err(|e| map_error(format!("multipart upload to {}", inner.url(&tmp)), e))?;
+        multipart.finish().await.map_err(|e| {
+            map_error(
+                inner.name,
+                format!("multipart upload to {}", inner.url(&tmp)),
+                e,
+            )
+        })?;
         let published = async {
             if inner.conditional_put {
                 if let Some(existing) = inner.head_object(&path).await? {
@@ -417,6 +450,7 @@ impl BlobWriter for S3BlobWriter {
             }
             inner.store.copy(&tmp, &path).await.map_err(|e| {
                 map_error(
+                    inner.name,
                     format!("copy of {} to {}", inner.url(&tmp), inner.url(&path)),
                     e,
                 )
@@ -448,6 +482,7 @@ impl BlobWriter for S3BlobWriter {
         if let Some(upload) = self.upload.take() {
             upload.multipart.abort().await.map_err(|e| {
                 map_error(
+                    self.inner.name,
                     format!(
                         "abort of the multipart upload to {}",
                         self.inner.url(&upload.tmp)

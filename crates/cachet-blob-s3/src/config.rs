@@ -1,12 +1,13 @@
 //! Options of the S3 blob store, and `s3://` URL parsing.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cachet_core::{Error, Result};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::backend::S3Blobs;
 
@@ -28,6 +29,29 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 32;
 /// The largest blob this backend stores: 5 GiB, the limit of one S3 `PutObject` and of the
 /// `CopyObject` that publishes a streamed upload.
 pub const MAX_OBJECT_SIZE: u64 = 5 << 30;
+
+/// Which object store service a config is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    S3,
+    #[cfg(feature = "gcs")]
+    Gcs,
+    #[cfg(feature = "azure")]
+    Azure,
+}
+
+impl Service {
+    /// (backend name, URL scheme)
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Service::S3 => ("s3", "s3"),
+            #[cfg(feature = "gcs")]
+            Service::Gcs => ("gcs", "gs"),
+            #[cfg(feature = "azure")]
+            Service::Azure => ("azure", "az"),
+        }
+    }
+}
 
 /// Options of [`S3Blobs`]: a consuming builder, validated by [`build`](S3Config::build).
 ///
@@ -52,6 +76,7 @@ pub const MAX_OBJECT_SIZE: u64 = 5 << 30;
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct S3Config {
+    service: Service,
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
@@ -71,6 +96,12 @@ pub struct S3Config {
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
     use_env: bool,
+    #[cfg(feature = "gcs")]
+    gcs_service_account_path: Option<String>,
+    #[cfg(feature = "azure")]
+    azure_account: Option<String>,
+    #[cfg(feature = "azure")]
+    azure_access_key: Option<String>,
 }
 
 impl fmt::Debug for S3Config {
@@ -78,6 +109,7 @@ impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
         f.debug_struct("S3Config")
+            .field("service", &self.service)
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("endpoint", &self.endpoint)
@@ -97,7 +129,7 @@ impl fmt::Debug for S3Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("use_env", &self.use_env)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,6 +146,7 @@ impl S3Config {
     pub fn new(bucket: impl Into<String>) -> Self {
         let retry = RetryConfig::default();
         S3Config {
+            service: Service::S3,
             bucket: bucket.into(),
             prefix: String::new(),
             endpoint: None,
@@ -133,7 +166,58 @@ impl S3Config {
             connect_timeout: None,
             timeout: None,
             use_env: true,
+            #[cfg(feature = "gcs")]
+            gcs_service_account_path: None,
+            #[cfg(feature = "azure")]
+            azure_account: None,
+            #[cfg(feature = "azure")]
+            azure_access_key: None,
         }
+    }
+
+    /// Blobs in Google Cloud Storage bucket `bucket` (feature `gcs`). Credentials come from
+    /// `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS` or
+    /// [`with_gcs_service_account_path`](S3Config::with_gcs_service_account_path); the S3-only
+    /// options (endpoint, region, path style, access keys) are refused.
+    #[cfg(feature = "gcs")]
+    pub fn gcs(bucket: impl Into<String>) -> Self {
+        S3Config {
+            service: Service::Gcs,
+            ..S3Config::new(bucket)
+        }
+    }
+
+    /// Blobs in Azure Blob Storage container `container` of storage account `account`
+    /// (feature `azure`; an empty account is read from `AZURE_STORAGE_ACCOUNT_NAME`).
+    #[cfg(feature = "azure")]
+    pub fn azure(account: impl Into<String>, container: impl Into<String>) -> Self {
+        let account = account.into();
+        S3Config {
+            service: Service::Azure,
+            azure_account: (!account.is_empty()).then_some(account),
+            ..S3Config::new(container)
+        }
+    }
+
+    /// The service account JSON file for Google Cloud Storage.
+    #[cfg(feature = "gcs")]
+    pub fn with_gcs_service_account_path(mut self, path: impl Into<String>) -> Self {
+        self.gcs_service_account_path = Some(path.into());
+        self
+    }
+
+    /// The storage account key for Azure (default: `AZURE_STORAGE_ACCOUNT_KEY`, or other
+    /// Azure credentials from the environment).
+    #[cfg(feature = "azure")]
+    pub fn with_azure_access_key(mut self, key: impl Into<String>) -> Self {
+        self.azure_access_key = Some(key.into());
+        self
+    }
+
+    /// The backend's name: `s3`, or `gcs` / `azure` for configs made with
+    /// [`S3Config::gcs`] / [`S3Config::azure`] or `gs://` / `az://` URLs.
+    pub fn backend_name(&self) -> &'static str {
+        self.service.names().0
     }
 
     /// The bucket named by `AWS_BUCKET` (or `AWS_BUCKET_NAME`), everything else as
@@ -173,15 +257,31 @@ impl S3Config {
                 format!("`{url}` is not a URL ({e}); expected s3://bucket/prefix"),
             )
         })?;
-        if parsed.scheme() != "s3" {
-            return Err(Error::config(
-                "url.scheme",
-                format!(
-                    "`{}` is not supported by the S3 blob store; use s3://bucket/prefix",
-                    parsed.scheme()
-                ),
-            ));
-        }
+        let service = match parsed.scheme() {
+            "s3" => Service::S3,
+            #[cfg(feature = "gcs")]
+            "gs" => Service::Gcs,
+            #[cfg(feature = "azure")]
+            "az" => Service::Azure,
+            other => {
+                return Err(Error::config(
+                    "url.scheme",
+                    format!(
+                        "`{other}` is not supported by this blob store; use s3://bucket/prefix{}{}",
+                        if cfg!(feature = "gcs") {
+                            ", gs://bucket/prefix"
+                        } else {
+                            ""
+                        },
+                        if cfg!(feature = "azure") {
+                            ", az://container/prefix"
+                        } else {
+                            ""
+                        },
+                    ),
+                ));
+            }
+        };
         if !parsed.username().is_empty() || parsed.password().is_some() || parsed.port().is_some() {
             return Err(Error::config(
                 "url",
@@ -198,10 +298,21 @@ impl S3Config {
             ));
         }
         let prefix = percent_decode(parsed.path(), "prefix")?;
-        let mut config = S3Config::new(bucket).with_prefix(prefix);
+        let mut config = S3Config {
+            service,
+            ..S3Config::new(bucket).with_prefix(prefix)
+        };
         for (name, value) in parsed.query_pairs() {
             let value = value.into_owned();
             match &*name {
+                #[cfg(feature = "gcs")]
+                "service_account_path" if service == Service::Gcs => {
+                    config.gcs_service_account_path = Some(value)
+                }
+                #[cfg(feature = "azure")]
+                "account" if service == Service::Azure => config.azure_account = Some(value),
+                #[cfg(feature = "azure")]
+                "access_key" if service == Service::Azure => config.azure_access_key = Some(value),
                 "endpoint" => config.endpoint = Some(value),
                 "region" => config.region = Some(value),
                 "allow_http" => config.allow_http = Some(parse_bool("allow_http", &value)?),
@@ -440,6 +551,27 @@ impl S3Config {
     /// environment supplies.
     pub fn validate(&self) -> Result<()> {
         validate_bucket(&self.bucket)?;
+        if self.service != Service::S3 {
+            let s3_only = [
+                ("endpoint", self.endpoint.is_some()),
+                ("region", self.region.is_some()),
+                ("path_style", self.path_style.is_some()),
+                ("access_key_id", self.access_key_id.is_some()),
+                ("secret_access_key", self.secret_access_key.is_some()),
+                ("session_token", self.session_token.is_some()),
+            ];
+            if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Err(Error::config(
+                    field,
+                    format!(
+                        "applies to S3 only, not to {} (configure {} through its own \
+                         options and environment variables)",
+                        self.backend_name(),
+                        self.backend_name()
+                    ),
+                ));
+            }
+        }
         self.prefix_path()?;
         if let Some(endpoint) = &self.endpoint {
             validate_endpoint(endpoint, true)?;
@@ -532,6 +664,115 @@ impl S3Config {
         self.validate()?;
         crate::tls::ensure_crypto_provider();
         let prefix = self.prefix_path()?;
+        let (store, conditional_put) = match self.service {
+            Service::S3 => self.build_s3()?,
+            #[cfg(feature = "gcs")]
+            Service::Gcs => self.build_gcs()?,
+            #[cfg(feature = "azure")]
+            Service::Azure => self.build_azure()?,
+        };
+        let (name, scheme) = self.service.names();
+        Ok(S3Blobs::new(
+            store,
+            crate::backend::Settings {
+                name,
+                scheme,
+                bucket: self.bucket,
+                prefix,
+                conditional_put,
+                part_size: self.part_size,
+                parts_in_flight: self.parts_in_flight,
+            },
+        ))
+    }
+
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: self.init_backoff,
+                max_backoff: self.max_backoff,
+                base: BackoffConfig::default().base,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+
+    /// The client options set here, as (key, value) pairs for any builder's `with_config`.
+    fn client_settings(&self) -> Vec<(ClientConfigKey, String)> {
+        let mut settings = Vec::new();
+        if let Some(t) = self.connect_timeout {
+            settings.push((
+                ClientConfigKey::ConnectTimeout,
+                format!("{}ms", t.as_millis()),
+            ));
+        }
+        if let Some(t) = self.timeout {
+            settings.push((ClientConfigKey::Timeout, format!("{}ms", t.as_millis())));
+        }
+        if let Some(allow) = self.allow_http {
+            settings.push((ClientConfigKey::AllowHttp, allow.to_string()));
+        }
+        settings
+    }
+
+    fn build_error(&self, e: object_store::Error) -> Error {
+        let (name, scheme) = self.service.names();
+        Error::config(
+            name,
+            format!(
+                "cannot configure the {name} client for {scheme}://{}: {e}",
+                self.bucket
+            ),
+        )
+    }
+
+    #[cfg(feature = "gcs")]
+    fn build_gcs(&self) -> Result<(Arc<dyn ObjectStore>, bool)> {
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+        let mut builder = if self.use_env {
+            GoogleCloudStorageBuilder::from_env()
+        } else {
+            GoogleCloudStorageBuilder::new()
+        };
+        builder = builder
+            .with_bucket_name(&self.bucket)
+            .with_retry(self.retry_config());
+        if let Some(path) = &self.gcs_service_account_path {
+            builder = builder.with_service_account_path(path);
+        }
+        for (key, value) in self.client_settings() {
+            builder = builder.with_config(GoogleConfigKey::Client(key), value);
+        }
+        let store = builder.build().map_err(|e| self.build_error(e))?;
+        Ok((Arc::new(store), self.conditional_put.unwrap_or(true)))
+    }
+
+    #[cfg(feature = "azure")]
+    fn build_azure(&self) -> Result<(Arc<dyn ObjectStore>, bool)> {
+        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+        let mut builder = if self.use_env {
+            MicrosoftAzureBuilder::from_env()
+        } else {
+            MicrosoftAzureBuilder::new()
+        };
+        builder = builder
+            .with_container_name(&self.bucket)
+            .with_retry(self.retry_config());
+        if let Some(account) = &self.azure_account {
+            builder = builder.with_account(account);
+        }
+        if let Some(key) = &self.azure_access_key {
+            builder = builder.with_access_key(key);
+        }
+        for (key, value) in self.client_settings() {
+            builder = builder.with_config(AzureConfigKey::Client(key), value);
+        }
+        let store = builder.build().map_err(|e| self.build_error(e))?;
+        Ok((Arc::new(store), self.conditional_put.unwrap_or(true)))
+    }
+
+    fn build_s3(&self) -> Result<(Arc<dyn ObjectStore>, bool)> {
         let mut builder = if self.use_env {
             AmazonS3Builder::from_env()
         } else {
@@ -544,43 +785,25 @@ impl S3Config {
         if let Some(region) = &self.region {
             builder = builder.with_region(region);
         }
-        if let Some(allow) = self.allow_http {
-            builder = builder.with_allow_http(allow);
-        }
         if let Some(path_style) = self.path_style {
             builder = builder.with_virtual_hosted_style_request(!path_style);
         }
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret);
-            // A token from the environment must not be paired with other static keys.
-            builder = builder.with_config(
-                AmazonS3ConfigKey::Token,
-                self.session_token.clone().unwrap_or_default(),
-            );
+            // A provider of our own, so a token from the environment is never paired with
+            // these keys.
+            let credential = object_store::aws::AwsCredential {
+                key_id: id.clone(),
+                secret_key: secret.clone(),
+                token: self.session_token.clone(),
+            };
+            builder = builder.with_credentials(Arc::new(
+                object_store::StaticCredentialProvider::new(credential),
+            ));
         }
-        if let Some(t) = self.connect_timeout {
-            builder = builder.with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                format!("{}ms", t.as_millis()),
-            );
+        for (key, value) in self.client_settings() {
+            builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
         }
-        if let Some(t) = self.timeout {
-            builder = builder.with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                format!("{}ms", t.as_millis()),
-            );
-        }
-        builder = builder.with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: self.init_backoff,
-                max_backoff: self.max_backoff,
-                base: BackoffConfig::default().base,
-            },
-            max_retries: self.max_retries,
-            retry_timeout: self.retry_timeout,
-        });
+        builder = builder.with_retry(self.retry_config());
 
         // The effective values, wherever they came from.
         let from_env = |key: AmazonS3ConfigKey| builder.get_config_value(&key);
@@ -597,25 +820,8 @@ impl S3Config {
             AmazonS3ConfigKey::ConditionalPut,
             if conditional_put { "etag" } else { "disabled" },
         );
-        let store = builder.build().map_err(|e| {
-            Error::config(
-                "s3",
-                format!(
-                    "cannot configure the S3 client for bucket `{}`: {e}",
-                    self.bucket
-                ),
-            )
-        })?;
-        Ok(S3Blobs::new(
-            std::sync::Arc::new(store),
-            crate::backend::Settings {
-                bucket: self.bucket,
-                prefix,
-                conditional_put,
-                part_size: self.part_size,
-                parts_in_flight: self.parts_in_flight,
-            },
-        ))
+        let store = builder.build().map_err(|e| self.build_error(e))?;
+        Ok((Arc::new(store), conditional_put))
     }
 
     fn prefix_path(&self) -> Result<Path> {

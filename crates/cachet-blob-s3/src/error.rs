@@ -5,9 +5,6 @@ use std::fmt;
 use cachet_core::Error;
 use object_store::client::{HttpError, HttpErrorKind};
 
-/// The backend name used in errors.
-pub(crate) const BACKEND: &str = "s3";
-
 /// An object_store failure with the operation and the object it was about.
 #[derive(Debug)]
 pub(crate) struct S3Failure {
@@ -28,7 +25,7 @@ impl std::error::Error for S3Failure {
     }
 }
 
-/// Maps `err`, raised while doing `what` (an operation and an `s3://bucket/key` location).
+/// Maps `err`, raised by `backend` (`"s3"`, `"gcs"`, `"azure"`) while doing `what` (an operation and an `s3://bucket/key` location).
 ///
 /// - `NotFound` → [`Error::NotFound`];
 /// - `Precondition`, `AlreadyExists` → [`Error::Conflict`] (callers that expect them handle
@@ -37,7 +34,7 @@ impl std::error::Error for S3Failure {
 /// - connection failures, timeouts, 5xx and 429 answers left after the retry budget →
 ///   [`Error::Unavailable`] (retryable);
 /// - anything else → [`Error::Backend`].
-pub(crate) fn map_error(what: impl Into<String>, err: object_store::Error) -> Error {
+pub(crate) fn map_error(backend: &str, what: impl Into<String>, err: object_store::Error) -> Error {
     let what = what.into();
     match err {
         object_store::Error::NotFound { .. } => Error::not_found(what),
@@ -57,14 +54,14 @@ pub(crate) fn map_error(what: impl Into<String>, err: object_store::Error) -> Er
             ),
         ),
         other if is_transient(&other) => Error::Unavailable {
-            backend: BACKEND.to_string(),
+            backend: backend.to_string(),
             source: Box::new(S3Failure {
                 what,
                 source: other,
             }),
         },
         other => Error::backend(
-            BACKEND,
+            backend,
             S3Failure {
                 what,
                 source: other,
@@ -113,20 +110,20 @@ mod tests {
             source: "gone".into(),
         };
         assert!(matches!(
-            map_error("get of s3://b/p", nf),
+            map_error("s3", "get of s3://b/p", nf),
             Error::NotFound { what } if what == "get of s3://b/p"
         ));
         let pre = object_store::Error::Precondition {
             path: "p".into(),
             source: "412".into(),
         };
-        assert!(map_error("put", pre).is_retryable());
+        assert!(map_error("s3", "put", pre).is_retryable());
         let denied = object_store::Error::PermissionDenied {
             path: "p".into(),
             source: "403".into(),
         };
         assert!(matches!(
-            map_error("put of s3://b/p", denied),
+            map_error("s3", "put of s3://b/p", denied),
             Error::Config { field, message } if field == "credentials" && message.contains("s3://b/p")
         ));
     }
@@ -139,11 +136,14 @@ mod tests {
                      503 Service Unavailable: busy"
                 .into(),
         };
-        assert!(matches!(map_error("get", e), Error::Unavailable { .. }));
+        assert!(matches!(
+            map_error("s3", "get", e),
+            Error::Unavailable { .. }
+        ));
         let e = object_store::Error::Generic {
             store: "S3",
             source: "Server returned non-2xx status code: 400 Bad Request: no".into(),
         };
-        assert!(matches!(map_error("get", e), Error::Backend { .. }));
+        assert!(matches!(map_error("s3", "get", e), Error::Backend { .. }));
     }
 }

@@ -25,7 +25,12 @@ async fn main() {
         .await
         .unwrap();
     let keys: Vec<_> = (0..ROWS)
-        .map(|i| test_key("bench", &format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15)))
+        .map(|i| {
+            test_key(
+                "bench",
+                &format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15),
+            )
+        })
         .collect();
     let value = Bytes::from(vec![7u8; 200]);
 
@@ -98,6 +103,12 @@ async fn main() {
         use sqlx::Connection;
         sqlx::PgConnection::connect(&url).await.unwrap()
     };
+    // The floor: one prepared round trip on a dedicated connection, no pool, no decoding.
+    let started = Instant::now();
+    for _ in 0..ROWS {
+        sqlx::query("SELECT 1").execute(&mut admin).await.unwrap();
+    }
+    report("floor: SELECT 1 on one connection", started, ROWS);
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut admin)
         .await

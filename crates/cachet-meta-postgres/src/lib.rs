@@ -1,6 +1,175 @@
 //! # cachet-meta-postgres
 //!
-//! WIP
+//! The shared metadata index of cachet: [`PostgresMetadata`] implements
+//! [`MetadataBackend`](cachet_core::MetadataBackend) on PostgreSQL (sqlx 0.9, tokio), so that
+//! many processes on many machines share one cache index, one blob registry and per-key
+//! locks.
+//!
+//! ```no_run
+//! use cachet_core::testing::metadata::{sample_record, test_key};
+//! use cachet_core::MetadataBackend;
+//! use cachet_meta_postgres::PostgresConfig;
+//!
+//! # async fn demo() -> cachet_core::Result<()> {
+//! let url = "postgres://cache:secret@db.internal:5432/cachet?sslmode=require&cachet_schema=reports";
+//! let index = PostgresConfig::from_url(url)?.with_max_connections(20).open().await?;
+//!
+//! let record = sample_record(&test_key("reports", "q3"));
+//! assert_eq!(index.put(record.clone()).await?, None);
+//! assert_eq!(index.get(&record.meta.key).await?, Some(record));
+//!
+//! // Stampede protection across machines: compute a key's value once.
+//! if let Some(lock) = index.try_lock_key(&test_key("reports", "q4")).await? {
+//!     // ... compute and put ...
+//!     lock.release().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## URL and options
+//!
+//! `postgres://user:password@host:port/database?options`. libpq-style options are sqlx's
+//! (`sslmode`, `sslrootcert`, `application_name`, ...); cachet's own are prefixed `cachet_`
+//! (`cachet_schema`, pool sizes, timeouts, retry budget: see [`PostgresConfig::from_url`])
+//! and stripped before the URL reaches sqlx. Every option has a `with_*` builder method too,
+//! and [`PostgresConfig::validate`] names the first bad one in `Error::Config`.
+//!
+//! **TLS**: the `sslmode` URL option (`prefer` by default, which falls back to plain TCP).
+//! Encrypted connections need this crate's `tls-rustls` feature (rustls with the `ring`
+//! provider and the Mozilla root certificates); without it, `sslmode=require` fails to
+//! connect.
+//!
+//! **Schema**: the tables live in the schema `cachet_schema` (default `public`), created
+//! if missing; every connection gets it as its `search_path` in the startup packet (no extra
+//! round trip). Several caches can share a database in separate schemas (tests use one
+//! schema each); their key locks are independent.
+//!
+//! ## Connections, statements and concurrency
+//!
+//! - Every call is truly async and borrows a connection of the main pool
+//!   (`max_connections`, default 10) for the duration of its statements; nothing blocks a
+//!   runtime thread.
+//! - Statements are `sqlx::query` with bind parameters, never interpolated values, and sqlx
+//!   prepares each statement once per connection and caches it (persistent prepared
+//!   statements, cache size set by the URL option `statement-cache-capacity`, default 100):
+//!   a `get` is one `Bind`/`Execute` round trip. The only dynamic SQL is `list`, built from a
+//!   fixed set of clauses (16 shapes, each cached).
+//! - `get`, `get_meta`, `delete`, `update_expiry`, `record_access`, `reserve_blob`,
+//!   `delete_expired`, `reclaim_abandoned_claims`, `release_claimed_blobs` and an inline
+//!   `put` are one statement each (one round trip, their own transaction). A `put` of a blob
+//!   entry and `claim_unreferenced_blobs` are explicit `READ COMMITTED` transactions.
+//! - `put` reads the replaced row (`FOR UPDATE`) and upserts in one statement (a CTE).
+//! - `record_access` sends the whole batch as four arrays in one `UPDATE ... FROM unnest(...)`
+//!   (duplicate keys folded first; `access_count` saturates at `i64::MAX`).
+//! - `delete_expired` is one `DELETE ... WHERE (namespace, id) IN (SELECT ... FOR UPDATE
+//!   SKIP LOCKED) AND expires_at <= $now RETURNING ...`: the check and the delete are one
+//!   step, and concurrent collectors take disjoint rows.
+//! - `update_expiry` with `if_signature` is one guarded `UPDATE` (`signature IS NOT DISTINCT
+//!   FROM $expected`).
+//! - `flush` returns at once: nothing is buffered; every call has committed when it returns.
+//!
+//! ## Schema and migrations
+//!
+//! Table `entries` (primary key `(namespace, id)`, `C` collation so that `list` is in byte
+//! order) has the SQLite index's columns plus `blob_etag`. `params` and `user_metadata` are
+//! stored as the exact JSON text `get` returns (entry signatures cover that text; `jsonb`
+//! would rewrite numbers, drop the sign of `-0.0` and refuse `\u0000`), **and** as JSONB
+//! copies `params_jsonb` / `user_metadata_jsonb` (NULL when the text holds `\u0000`) with
+//! `jsonb_path_ops` GIN indexes, for queries. `tags` is a `text[]` with a GIN index. Indexes
+//! as in SQLite: `expires_at` (partial), `accessed_at`, `blob_id` (partial). Table `blobs` is
+//! the blob registry (`id`, `size`, `lease_until`, `claimed_at`). `u64` sizes and counts are
+//! `BIGINT`: a value above `i64::MAX` is refused with `Error::Encode`, never wrapped.
+//! Timestamps are `BIGINT` milliseconds.
+//!
+//! The schema version is the one row of `cachet_schema_version` ([`SCHEMA_VERSION`]).
+//! `open()` applies missing migrations (an append-only list) in one transaction that first
+//! takes `pg_advisory_xact_lock`: when many processes open a fresh schema at once, one
+//! creates it and the others wait, then find it done (DDL is transactional, so a failed
+//! migration leaves nothing). A newer schema version, or a schema holding `entries`/`blobs`
+//! tables without the version table, is refused with `Error::Config` for field `schema`.
+//!
+//! ## Garbage-collection safety
+//!
+//! The promise (docs/GC.md §4, invariant I): an entry that references blob `B` is only
+//! committed while `B` is registered and unclaimed, and `B` is only claimed while no
+//! committed entry references it. Under PostgreSQL's MVCC, a `put` checking "`B` is not
+//! claimed" and a claim checking "no entry references `B`" could each miss the other's
+//! uncommitted write and both commit (write skew). The two are serialized on `B`'s row in
+//! `blobs`:
+//!
+//! - **`put`** (blob entry), one `READ COMMITTED` transaction: `SELECT claimed_at FROM blobs
+//!   WHERE id = B FOR SHARE`; refuse (`Conflict`) if there is no row or it is claimed; then
+//!   upsert the entry; commit. The row lock is held until commit.
+//! - **`claim_unreferenced_blobs`**, one `READ COMMITTED` transaction: (1) `SELECT id FROM
+//!   blobs WHERE <unclaimed, lease expired, looks unreferenced> ... FOR UPDATE SKIP LOCKED`
+//!   locks the candidate rows; (2) a **second statement**, `UPDATE blobs SET claimed_at = now
+//!   WHERE id = ANY(locked) AND claimed_at IS NULL AND lease_until <= now AND NOT EXISTS
+//!   (SELECT 1 FROM entries WHERE blob_id = blobs.id)`; commit.
+//!
+//! Why no interleaving breaks the invariant (`FOR SHARE` and `FOR UPDATE` conflict):
+//!
+//! 1. *The put locks `B` first.* The claim's step 1 skips `B` (`SKIP LOCKED`) while the put's
+//!    transaction is open, so `B` is not claimed in this round. If the put committed before
+//!    step 1 ran, step 1 may lock `B`; but step 2 is a new statement, and under READ
+//!    COMMITTED a new statement takes a new snapshot, taken after the put's commit, so
+//!    `NOT EXISTS` sees the entry and `B` is not claimed.
+//! 2. *The claim locks `B` first.* The put's `FOR SHARE` waits until the claim's transaction
+//!    ends. A locking read that waited re-reads the latest committed version of the row
+//!    (READ COMMITTED's re-check): it sees `claimed_at` set (or no row, after a release) and
+//!    the put fails with `Conflict`, writing nothing. If the claim did not claim `B` (it was
+//!    referenced after all), the put sees it unclaimed and proceeds.
+//!
+//! The reference check in step 1 uses the statement's older snapshot and is only a filter
+//! that keeps referenced blobs from using up `limit`; step 2's check is the one that counts,
+//! and it runs after the locks are held. Step 1's snapshot can also miss an entry *deleted*
+//! meanwhile, which only delays that blob's collection. Other writers of `blobs`:
+//! `reserve_blob` is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at IS NULL OR
+//! claimed_at < stale` (row-locked, so it serializes with both); `claim_unregistered_blob`
+//! only inserts a row that does not exist (`ON CONFLICT DO NOTHING`), and a referenced blob
+//! always has a row. Both transactions pin `READ COMMITTED` explicitly
+//! (`BEGIN ISOLATION LEVEL READ COMMITTED`); under a server default of `REPEATABLE READ` the
+//! second statement would reuse the first snapshot and case 1 would not hold. The
+//! conformance test `claim_and_put_never_both_succeed` races the two; this argument is what
+//! makes it hold beyond luck.
+//!
+//! ## Key locks
+//!
+//! `capabilities().key_locks` is true. [`try_lock_key`](cachet_core::MetadataBackend::try_lock_key)
+//! takes a session-level `pg_try_advisory_lock(id)` where `id` is the xxh3-64 of
+//! `"cachet.lock"`, the schema, the namespace and the id (length-prefixed), so caches in
+//! different schemas do not contend (a 64-bit hash: two keys colliding share a lock, which
+//! costs only concurrency). The lock lives as long as its session, so the lock holds its
+//! connection, taken from a **separate pool** (`lock_pool_size`, default 16) so that lock
+//! holders never starve ordinary calls. `release` runs `pg_advisory_unlock` and returns the
+//! connection; dropping the lock without `release` detaches the connection from the pool and
+//! closes it, and the server frees the lock when the session ends, so a connection still
+//! holding a lock never goes back to a pool. A process that dies closes its sockets, with the
+//! same effect. When all `lock_pool_size` connections hold locks, `try_lock_key` waits up to
+//! the acquire timeout for one.
+//!
+//! ## Errors and retries
+//!
+//! - The server cannot be reached, resets or closes the connection, is shutting down or
+//!   starting (`57P01`, `57P02`, `57P03`), is out of connections (`53300`), SQLSTATE class
+//!   `08`, an I/O error, or no pooled connection within the acquire timeout: every call
+//!   **retries with exponential backoff** (10 ms doubling to 1 s) within `retry_budget`
+//!   (default 10 s), then returns `Error::Unavailable { backend: "postgres" }` (retryable).
+//!   So a PostgreSQL restart shorter than the budget is invisible to callers: a dead pooled
+//!   connection fails its statement, is closed, and the call is repeated on a fresh one.
+//!   Retrying is safe because every call is a single statement or a transaction, and each is
+//!   idempotent in effect: a `put` whose commit outcome was lost is an upsert, and the retry
+//!   then reports the record it wrote itself as the replaced one.
+//! - A statement cancelled by `statement_timeout` (`57014`) or a lock timeout (`55P03`):
+//!   `Error::Unavailable` at once (not retried inside the call).
+//! - Serialization failures and deadlocks (`40001`, `40P01`): retried up to 5 times, then
+//!   `Error::Conflict`.
+//! - A row that cannot be decoded (unparseable digest or compression, invalid blob id, bad
+//!   JSON text, negative size): `Error::Corrupt` naming the key and the column. `put` and
+//!   `delete` still replace or remove such a row (reporting no previous entry, with a
+//!   warning), so repair can clean it up.
+//! - Anything else (authentication, permissions, ...): `Error::Backend { backend: "postgres" }`
+//!   naming the operation and the server (never the password).
 #![forbid(unsafe_code)]
 
 mod backend;

@@ -78,7 +78,7 @@ fn bad_url_options_name_the_field() {
         ("s3://b/p?timeout=soon", "timeout"),
         ("s3://b/p?env=perhaps", "env"),
         ("s3://b/p?regoin=us-east-1", "regoin"),
-        ("gs://b/p", "url.scheme"),
+        ("ftp://b/p", "url.scheme"),
         ("s3:///p", "bucket"),
         ("s3://user:pw@b/p", "url"),
         ("not a url", "url"),
@@ -164,4 +164,69 @@ fn conditional_put_capability_follows_the_config() {
     assert!(caps.atomic_publish && caps.server_side_copy && caps.range_read && caps.durable);
     assert!(!caps.local_only);
     assert_eq!(caps.max_object_size, Some(cachet_blob_s3::MAX_OBJECT_SIZE));
+}
+
+#[cfg(feature = "gcs")]
+#[test]
+fn gs_urls_build_a_gcs_backend_and_refuse_s3_only_options() {
+    use cachet_core::BlobBackend;
+    let c =
+        S3Config::from_url("gs://bucket/cache?part_size=16MiB&max_retries=3&env=false").unwrap();
+    assert_eq!(c.backend_name(), "gcs");
+    assert_eq!(c.prefix(), "cache");
+    let blobs = c.build().unwrap();
+    assert_eq!(blobs.name(), "gcs");
+    assert!(blobs.capabilities().conditional_put);
+    assert_eq!(
+        config_field(
+            S3Config::from_url("gs://b/p?region=x")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        ),
+        "region"
+    );
+    assert_eq!(
+        config_field(S3Config::from_url("s3://b/p?service_account_path=/x").unwrap_err()),
+        "service_account_path"
+    );
+    assert_eq!(
+        S3Config::from_url("gs://b/p?service_account_path=/k.json").unwrap(),
+        S3Config::gcs("b")
+            .with_prefix("p")
+            .with_gcs_service_account_path("/k.json")
+    );
+}
+
+#[cfg(feature = "azure")]
+#[test]
+fn az_urls_build_an_azure_backend_and_refuse_s3_only_options() {
+    use cachet_core::BlobBackend;
+    let c = S3Config::from_url("az://container/cache?account=myaccount&access_key=a2V5&env=false")
+        .unwrap();
+    assert_eq!(c.backend_name(), "azure");
+    assert_eq!(
+        c,
+        S3Config::azure("myaccount", "container")
+            .with_prefix("cache")
+            .with_azure_access_key("a2V5")
+            .with_env(false)
+    );
+    let blobs = c.build().unwrap();
+    assert_eq!(blobs.name(), "azure");
+    assert_eq!(
+        config_field(
+            S3Config::from_url("az://c/p?path_style=true")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        ),
+        "path_style"
+    );
+    // No account anywhere: the builder's error names the service.
+    let err = S3Config::from_url("az://c/p?env=false")
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert_eq!(config_field(err), "azure");
 }

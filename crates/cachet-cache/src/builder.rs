@@ -16,9 +16,11 @@ pub const INDEX_FILE: &str = "index.sqlite";
 pub const BLOBS_DIR: &str = "blobs";
 
 /// Index URL schemes this build accepts, for messages.
-const INDEX_SCHEMES: &str = "sqlite:///abs/path.db, sqlite://relative/path.db, memory://";
+const INDEX_SCHEMES: &str = "sqlite:///abs/path.db, sqlite://relative/path.db, \
+     postgres://user@host:port/db (feature meta-postgres), memory://";
 /// Blob URL schemes this build accepts, for messages.
-const BLOB_SCHEMES: &str = "file:///abs/dir, memory://";
+const BLOB_SCHEMES: &str =
+    "file:///abs/dir, s3://bucket/prefix?endpoint=... (feature blob-s3), memory://";
 
 enum Source<B: ?Sized> {
     Url(String),
@@ -278,7 +280,7 @@ impl CacheBuilder {
         if let Some(dir) = &self.directory {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
         }
-        let meta = index.open()?;
+        let meta = index.open().await?;
         let blob_store = blobs.open()?;
 
         // 3. Check that the two fit together.
@@ -318,15 +320,21 @@ enum IndexPlan {
     Memory,
     #[cfg(feature = "meta-sqlite")]
     Sqlite(cachet_meta_sqlite::SqliteConfig),
+    #[cfg(feature = "meta-postgres")]
+    Postgres(Box<cachet_meta_postgres::PostgresConfig>),
     Backend(Arc<dyn MetadataBackend>),
 }
 
 impl IndexPlan {
-    fn open(self) -> Result<Arc<dyn MetadataBackend>> {
+    async fn open(self) -> Result<Arc<dyn MetadataBackend>> {
         Ok(match self {
             IndexPlan::Memory => Arc::new(MemoryMetadata::new()),
             #[cfg(feature = "meta-sqlite")]
             IndexPlan::Sqlite(config) => Arc::new(config.open().map_err(|e| in_field("index", e))?),
+            #[cfg(feature = "meta-postgres")]
+            IndexPlan::Postgres(config) => {
+                Arc::new(config.open().await.map_err(|e| in_field("index", e))?)
+            }
             IndexPlan::Backend(backend) => backend,
         })
     }
@@ -336,6 +344,8 @@ enum BlobPlan {
     Memory,
     #[cfg(feature = "blob-fs")]
     Fs(cachet_blob_fs::FsConfig),
+    #[cfg(feature = "blob-s3")]
+    S3(Box<cachet_blob_s3::S3Config>),
     Backend(Arc<dyn BlobBackend>),
 }
 
@@ -345,6 +355,8 @@ impl BlobPlan {
             BlobPlan::Memory => Arc::new(MemoryBlobs::new()),
             #[cfg(feature = "blob-fs")]
             BlobPlan::Fs(config) => Arc::new(config.build().map_err(|e| in_field("blobs", e))?),
+            #[cfg(feature = "blob-s3")]
+            BlobPlan::S3(config) => Arc::new(config.build().map_err(|e| in_field("blobs", e))?),
             BlobPlan::Backend(backend) => backend,
         })
     }
@@ -425,19 +437,25 @@ fn plan_index(
                  not have; accepted here: {INDEX_SCHEMES}"
             ),
         )),
+        #[cfg(feature = "meta-postgres")]
+        "postgres" | "postgresql" => {
+            let config = cachet_meta_postgres::PostgresConfig::from_url(&url)
+                .and_then(|c| c.validate().map(|()| c))
+                .map_err(|e| in_field("index", e))?;
+            Ok(IndexPlan::Postgres(Box::new(config)))
+        }
+        #[cfg(not(feature = "meta-postgres"))]
         "postgres" | "postgresql" => Err(Error::config(
             "index",
             format!(
-                "`{url}`: postgres:// comes with the `meta-postgres` feature, which is not \
-                 built yet; accepted: {INDEX_SCHEMES}"
+                "`{scheme}://...`: postgres:// needs the `meta-postgres` feature (of `cachet` \
+                 or `cachet-cache`), which this build does not have; accepted here: \
+                 {INDEX_SCHEMES}"
             ),
         )),
         other => Err(Error::config(
             "index",
-            format!(
-                "`{other}://` is not an index scheme; accepted: {INDEX_SCHEMES} (postgres:// \
-                 comes with the `meta-postgres` feature, not built yet)"
-            ),
+            format!("`{other}://` is not an index scheme; accepted: {INDEX_SCHEMES}"),
         )),
     }
 }
@@ -496,19 +514,25 @@ fn plan_blobs(
                  have; accepted here: {BLOB_SCHEMES}"
             ),
         )),
-        "s3" | "gs" | "az" | "azure" | "http" | "https" => Err(Error::config(
+        #[cfg(feature = "blob-s3")]
+        "s3" => {
+            let config = cachet_blob_s3::S3Config::from_url(&url)
+                .and_then(|c| c.validate().map(|()| c))
+                .map_err(|e| in_field("blobs", e))?;
+            Ok(BlobPlan::S3(Box::new(config)))
+        }
+        #[cfg(not(feature = "blob-s3"))]
+        "s3" => Err(Error::config(
             "blobs",
             format!(
-                "`{url}`: object stores (s3://) come with the `blob-s3` feature, which is not \
-                 built yet; accepted: {BLOB_SCHEMES}"
+                "`s3://...`: S3-compatible object storage needs the `blob-s3` feature (of \
+                 `cachet` or `cachet-cache`), which this build does not have; accepted here: \
+                 {BLOB_SCHEMES}"
             ),
         )),
         other => Err(Error::config(
             "blobs",
-            format!(
-                "`{other}://` is not a blob store scheme; accepted: {BLOB_SCHEMES} (s3:// \
-                 comes with the `blob-s3` feature, not built yet)"
-            ),
+            format!("`{other}://` is not a blob store scheme; accepted: {BLOB_SCHEMES}"),
         )),
     }
 }

@@ -42,6 +42,7 @@ async fn unknown_index_scheme_names_index_and_the_accepted_schemes() {
     assert!(msg.contains("meta-postgres"), "{msg}");
 }
 
+#[cfg(not(feature = "meta-postgres"))]
 #[tokio::test]
 async fn postgres_index_says_which_feature_brings_it() {
     let err = build_err(
@@ -54,6 +55,7 @@ async fn postgres_index_says_which_feature_brings_it() {
     assert!(err.to_string().contains("meta-postgres"), "{err}");
 }
 
+#[cfg(not(feature = "blob-s3"))]
 #[tokio::test]
 async fn s3_blobs_say_which_feature_brings_them() {
     let err = build_err(
@@ -64,6 +66,57 @@ async fn s3_blobs_say_which_feature_brings_them() {
     .await;
     assert_eq!(field_of(&err), "blobs");
     assert!(err.to_string().contains("blob-s3"), "{err}");
+}
+
+#[cfg(feature = "meta-postgres")]
+#[tokio::test]
+async fn postgres_url_option_errors_are_reported_under_index() {
+    let err = build_err(
+        Cache::builder()
+            .index("postgres://cache@127.0.0.1:1/cache?cachet_max_connections=lots")
+            .blobs("memory://"),
+    )
+    .await;
+    assert_eq!(field_of(&err), "index");
+    assert!(err.to_string().contains("cachet_max_connections"), "{err}");
+}
+
+#[cfg(feature = "blob-s3")]
+#[tokio::test]
+async fn s3_url_option_errors_are_reported_under_blobs() {
+    let err = build_err(
+        Cache::builder()
+            .index("memory://")
+            .allow_local_index_with_remote_blobs(true)
+            .blobs("s3://bucket/prefix?part_size=tiny"),
+    )
+    .await;
+    assert_eq!(field_of(&err), "blobs");
+    assert!(err.to_string().contains("part_size"), "{err}");
+}
+
+#[cfg(all(feature = "meta-sqlite", feature = "blob-s3"))]
+#[tokio::test]
+async fn sqlite_index_with_s3_blobs_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = build_err(
+        Cache::builder()
+            .index(format!("sqlite://{}/index.db", dir.path().display()))
+            .blobs(
+                "s3://bucket/prefix?endpoint=http://127.0.0.1:1&allow_http=true&region=us-east-1",
+            ),
+    )
+    .await;
+    assert_eq!(field_of(&err), "blobs");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("sqlite") && msg.contains("s3") && msg.contains("postgres://"),
+        "the message names both backends and the fix: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_blob_scheme_names_blobs_and_the_accepted_schemes() {
     let err = build_err(Cache::builder().index("memory://").blobs("ftp://x")).await;
     assert_eq!(field_of(&err), "blobs");
     assert!(err.to_string().contains("file://"), "{err}");

@@ -120,6 +120,14 @@ pub mod backends {
     /// The filesystem blob store (`file://`; feature `blob-fs`).
     #[cfg(feature = "blob-fs")]
     pub use cachet_blob_fs as fs;
+
+    /// The PostgreSQL metadata index (`postgres://`; feature `meta-postgres`).
+    #[cfg(feature = "meta-postgres")]
+    pub use cachet_meta_postgres as postgres;
+
+    /// S3-compatible object storage (`s3://`; feature `blob-s3`).
+    #[cfg(feature = "blob-s3")]
+    pub use cachet_blob_s3 as s3;
 }
 
 /// The README's code, compiled as doctests so that it cannot drift from the API.

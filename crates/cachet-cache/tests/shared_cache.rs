@@ -1,0 +1,343 @@
+//! Many processes, one cache: separate OS processes share a PostgreSQL index and S3 blobs.
+//!
+//! The workers are this test binary started again on the ignored test `shared_cache_worker`
+//! (real processes with their own connection pools, in-process flights and access batches,
+//! not threads). They put, get, overwrite, delete and garbage-collect overlapping keys at
+//! the same time; every value they can read is checked against the values some writer wrote
+//! for that key. Afterwards the parent checks the whole cache: no entry without its blob,
+//! every entry reads back as a value written for its key, and identical content is one object.
+//!
+//! Needs `DATABASE_URL` and `S3_ENDPOINT` / `S3_BUCKET` (`cargo xtask services up`); under
+//! `CI=true` a missing service fails the test instead of skipping it.
+#![cfg(all(feature = "meta-postgres", feature = "blob-s3"))]
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cachet_cache::Cache;
+use cachet_core::testing::service_env;
+use cachet_core::{ListQuery, Location};
+use cachet_storage::StoreConfig;
+use futures_util::TryStreamExt;
+
+/// Keys the workers fight over.
+const KEYS: usize = 12;
+/// Operations per workload worker.
+const OPERATIONS: usize = 120;
+/// Workload workers (OS processes).
+const WORKERS: usize = 4;
+/// Values a key can hold: small (inline), two blob sizes, and one content shared by every key.
+const VARIANTS: u64 = 4;
+
+/// The index and blob URLs of a fresh cache: its own PostgreSQL schema and S3 prefix.
+fn fresh_cache_urls(test: &str) -> Option<(String, String)> {
+    let database = service_env("DATABASE_URL")?;
+    let endpoint = service_env("S3_ENDPOINT")?;
+    let bucket = service_env("S3_BUCKET")?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("{test}_{}_{nanos}", std::process::id());
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let index = format!("{database}{separator}cachet_schema={name}");
+    let blobs = format!("s3://{bucket}/{name}?endpoint={endpoint}&allow_http=true");
+    Some((index, blobs))
+}
+
+/// Short blob leases, so that garbage collection really competes with puts during the test
+/// (with the default lease a collector would leave every recent blob alone).
+fn racy_store_config() -> StoreConfig {
+    StoreConfig {
+        blob_lease: Duration::from_millis(100),
+        ..StoreConfig::default()
+    }
+}
+
+async fn open(index: &str, blobs: &str) -> Cache {
+    Cache::builder()
+        .index(index)
+        .blobs(blobs)
+        .store_config(racy_store_config())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("open the shared cache ({index}, {blobs}): {e}"))
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    (0..len.div_ceil(8) as u64)
+        .flat_map(|i| xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), seed).to_le_bytes())
+        .take(len)
+        .collect()
+}
+
+fn key_name(k: usize) -> String {
+    format!("key-{k}")
+}
+
+/// The value `variant` of `key`: every writer writes exactly these, so a reader can tell a
+/// written value from anything else.
+fn value(key: &str, variant: u64) -> Vec<u8> {
+    let seed = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) ^ variant;
+    match variant {
+        0 => format!("{key}: small value, stored inline in the index").into_bytes(),
+        1 => noise(40_000, seed),
+        2 => noise(600_000, seed),
+        // The same content under every key: stored as one object.
+        _ => noise(150_000, 0x5eed),
+    }
+}
+
+fn is_written_value(key: &str, got: &[u8]) -> bool {
+    (0..VARIANTS).any(|v| {
+        let want = value(key, v);
+        want.len() == got.len() && want == got
+    })
+}
+
+fn spawn_worker(mode: &str, id: usize, index: &str, blobs: &str, dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "shared_cache_worker",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CACHET_WORKER_MODE", mode)
+        .env("CACHET_WORKER_ID", id.to_string())
+        .env("CACHET_WORKER_INDEX", index)
+        .env("CACHET_WORKER_BLOBS", blobs)
+        .env("CACHET_WORKER_DIR", dir)
+        .spawn()
+        .expect("start a worker process")
+}
+
+fn wait_all(children: Vec<Child>, what: &str) {
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = child.wait().expect("wait for a worker");
+        assert!(status.success(), "{what} worker {i} failed: {status}");
+    }
+}
+
+/// Every entry of the cache, through paged listing.
+async fn all_entries(cache: &Cache) -> Vec<cachet_core::EntryMeta> {
+    let mut entries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = cache
+            .store()
+            .list(&ListQuery {
+                after: after.clone(),
+                limit: 500,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list the index");
+        let Some(last) = page.last() else {
+            return entries;
+        };
+        after = Some(last.key.clone());
+        entries.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_one_postgres_and_s3_cache_without_losing_or_mixing_values() {
+    let Some((index, blobs)) = fresh_cache_urls("many_writers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&index, &blobs).await; // creates the schema before the workers race
+    let started = Instant::now();
+    let workers = (0..WORKERS)
+        .map(|id| spawn_worker("workload", id, &index, &blobs, dir.path()))
+        .collect();
+    wait_all(workers, "workload");
+    eprintln!(
+        "{WORKERS} workers x {OPERATIONS} operations in {:.1?}",
+        started.elapsed()
+    );
+
+    // The whole cache, afterwards.
+    let entries = all_entries(&cache).await;
+    let blob_store = cache.store().blob_backend().clone();
+    let mut referenced: HashMap<cachet_core::BlobId, cachet_core::ContentDigest> = HashMap::new();
+    for meta in &entries {
+        let key = meta.key.id().to_owned();
+        if let Location::Blob(id) = &meta.location {
+            let head = blob_store.head(id).await.expect("head a blob");
+            assert!(
+                head.is_some(),
+                "entry {key} references blob {id}, which is missing"
+            );
+            assert_eq!(
+                head.and_then(|h| h.etag),
+                meta.blob_etag,
+                "entry {key} records the ETag of the object it references"
+            );
+            if let Some(digest) = referenced.insert(id.clone(), meta.digest) {
+                assert_eq!(digest, meta.digest, "one blob id, one content");
+            }
+        }
+        let bytes = cache
+            .get_bytes(key.as_str())
+            .await
+            .expect("read an entry")
+            .unwrap_or_else(|| panic!("entry {key} is listed but does not read"));
+        assert!(
+            is_written_value(&key, &bytes),
+            "entry {key} holds {} bytes that no writer wrote for it",
+            bytes.len()
+        );
+    }
+    // Identical content is one object: one blob per distinct digest, and the store lists
+    // each referenced object exactly once.
+    let digests: HashSet<_> = referenced.values().collect();
+    assert_eq!(digests.len(), referenced.len(), "each content has one blob");
+    let listed: Vec<_> = blob_store
+        .list()
+        .await
+        .expect("list blobs")
+        .try_collect()
+        .await
+        .expect("list blobs");
+    for id in referenced.keys() {
+        let copies = listed.iter().filter(|info| &info.id == id).count();
+        assert_eq!(copies, 1, "blob {id} is stored once, found {copies}");
+    }
+    eprintln!(
+        "{} entries, {} referenced blobs, {} objects in the store",
+        entries.len(),
+        referenced.len(),
+        listed.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_computes_once_across_four_processes() {
+    let Some((index, blobs)) = fresh_cache_urls("stampede") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&index, &blobs).await;
+    let workers: Vec<Child> = (0..WORKERS)
+        .map(|id| spawn_worker("stampede", id, &index, &blobs, dir.path()))
+        .collect();
+    // Release the workers together once they are all running.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    wait_all(workers, "stampede");
+    let log = std::fs::read_to_string(dir.path().join("computations")).unwrap_or_default();
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "the computation ran once across {WORKERS} processes; ran in: {log:?}"
+    );
+    let value: Option<String> = cache.get("report-2026").await.unwrap();
+    assert_eq!(value.as_deref(), Some("expensive report"));
+}
+
+/// A worker process (started by the tests above; does nothing when run directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a worker process of the shared-cache tests, started by them"]
+async fn shared_cache_worker() {
+    let (Ok(mode), Ok(id), Ok(index), Ok(blobs), Ok(dir)) = (
+        std::env::var("CACHET_WORKER_MODE"),
+        std::env::var("CACHET_WORKER_ID"),
+        std::env::var("CACHET_WORKER_INDEX"),
+        std::env::var("CACHET_WORKER_BLOBS"),
+        std::env::var("CACHET_WORKER_DIR"),
+    ) else {
+        return;
+    };
+    let id: u64 = id.parse().unwrap();
+    let cache = open(&index, &blobs).await;
+    match mode.as_str() {
+        "workload" => workload(&cache, id).await,
+        "stampede" => stampede(&cache, id, Path::new(&dir)).await,
+        other => panic!("unknown worker mode {other}"),
+    }
+    cache.flush().await.unwrap();
+}
+
+async fn workload(cache: &Cache, id: u64) {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (id + 1).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let mut next = move || {
+        state = xxhash_rust::xxh3::xxh3_64(&state.to_le_bytes());
+        state
+    };
+    let (mut hits, mut misses, mut puts, mut deletes, mut collections) = (0, 0, 0, 0, 0);
+    for _ in 0..OPERATIONS {
+        let key = key_name(next() as usize % KEYS);
+        match next() % 100 {
+            0..40 => match cache.get_bytes(key.as_str()).await {
+                Ok(Some(bytes)) => {
+                    assert!(
+                        is_written_value(&key, &bytes),
+                        "worker {id}: get({key}) returned {} bytes no writer wrote for it",
+                        bytes.len()
+                    );
+                    hits += 1;
+                }
+                Ok(None) => misses += 1,
+                Err(e) => panic!("worker {id}: get({key}) failed: {e}"),
+            },
+            40..75 => {
+                let variant = next() % VARIANTS;
+                cache
+                    .insert_bytes(key.as_str(), value(&key, variant))
+                    .await
+                    .unwrap_or_else(|e| panic!("worker {id}: put({key}) failed: {e}"));
+                puts += 1;
+            }
+            75..92 => {
+                cache
+                    .invalidate(key.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("worker {id}: delete({key}) failed: {e}"));
+                deletes += 1;
+            }
+            _ => {
+                cache
+                    .gc()
+                    .await
+                    .unwrap_or_else(|e| panic!("worker {id}: gc failed: {e}"));
+                collections += 1;
+            }
+        }
+    }
+    eprintln!(
+        "worker {id}: {hits} hits, {misses} misses, {puts} puts, {deletes} deletes, \
+         {collections} collections"
+    );
+}
+
+async fn stampede(cache: &Cache, id: u64, dir: &Path) {
+    let go = dir.join("go");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "worker {id}: never told to go");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let log = dir.join("computations");
+    let value: String = cache
+        .get_with("report-2026", || async move {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            writeln!(file, "worker {id}").unwrap();
+            // Long enough that every other process asks while this one computes.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "expensive report".to_owned()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("worker {id}: get_with failed: {e}"));
+    assert_eq!(value, "expensive report");
+}

@@ -93,6 +93,23 @@
 //! calls win over the URL, and the URL over the environment. Credentials in a URL are accepted
 //! but discouraged (URLs end up in logs).
 //!
+//! ## Features: Google Cloud Storage and Azure
+//! The same backend runs on object_store's other clouds, sharing everything above (layout,
+//! writer, conditional put, retries, errors):
+//!
+//! | feature | URL | constructor | backend name |
+//! |---|---|---|---|
+//! | `gcs` | `gs://bucket/prefix?service_account_path=/key.json` | [`S3Config::gcs`] | `gcs` |
+//! | `azure` | `az://container/prefix?account=NAME&access_key=KEY` | [`S3Config::azure`] | `azure` |
+//!
+//! Shared options (`part_size`, `parts_in_flight`, `conditional_put`, retries, timeouts,
+//! `env`, and `allow_http` for Azure emulators) work for both; S3-only options (`endpoint`,
+//! `region`, `path_style`, access keys) are refused with `Error::Config` naming them. Other
+//! settings come from each service's standard environment variables (`GOOGLE_*`,
+//! `AZURE_STORAGE_*`). Neither feature adds a crate to the build (both use object_store's
+//! `*-base` features over the same reqwest/ring stack). They are checked by unit tests
+//! (URL parsing, client construction) only: no GCS or Azure server runs in CI.
+//!
 //! ## TLS
 //! HTTPS uses rustls with the *ring* crypto provider (no aws-lc, no OpenSSL). When the
 //! application has not installed a rustls process-default provider, [`S3Config::build`]

@@ -30,13 +30,18 @@ pub(crate) async fn try_lock_once(
     lock_id: i64,
     key: &CacheKey,
 ) -> Result<Option<PgKeyLock>, Fail> {
-    let mut conn = pool.acquire().await?;
+    // Until we know the answer, the session may hold the lock: if the query fails or this
+    // future is dropped mid-way, the guard closes the connection instead of pooling it.
+    let mut conn = DetachOnDrop(Some(pool.acquire().await?));
     let granted: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
         .bind(lock_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **conn.get())
         .await?
         .try_get(0)?;
+    let conn = conn.disarm();
     if !granted {
+        // Refused: the session holds nothing; back to the pool.
+        drop(conn);
         return Ok(None);
     }
     Ok(Some(PgKeyLock {
@@ -44,6 +49,29 @@ pub(crate) async fn try_lock_once(
         lock_id,
         key: key.to_string(),
     }))
+}
+
+/// A lock connection whose session may hold an advisory lock: dropped, it is detached from
+/// the pool and closed (the server then frees its locks), never returned to the pool.
+struct DetachOnDrop(Option<PoolConnection<Postgres>>);
+
+impl DetachOnDrop {
+    fn get(&mut self) -> &mut PoolConnection<Postgres> {
+        self.0.as_mut().expect("connection present until disarmed")
+    }
+
+    /// The connection, to be pooled normally again.
+    fn disarm(mut self) -> PoolConnection<Postgres> {
+        self.0.take().expect("connection present until disarmed")
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 /// A held key lock: a session advisory lock, held by the pooled connection it keeps.
@@ -70,26 +98,31 @@ impl fmt::Debug for PgKeyLock {
 #[async_trait]
 impl KeyLock for PgKeyLock {
     async fn release(mut self: Box<Self>) -> Result<()> {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return Ok(());
         };
+        // Cancelled or failed before the unlock is confirmed: the guard closes the session.
+        let mut conn = DetachOnDrop(Some(conn));
         let result = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(self.lock_id)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **conn.get())
             .await
             .and_then(|row| row.try_get::<bool, _>(0));
         match result {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                drop(conn.disarm());
+                Ok(())
+            }
             Ok(false) => {
-                // Not held any more: the session was replaced (cannot happen while we own the
-                // connection) or the lock was released elsewhere. Do not reuse the session.
-                drop(conn.detach());
+                // Not held any more (cannot happen while we own the session): do not reuse
+                // the session; the guard closes it.
                 tracing::warn!(key = %self.key, "a key lock was no longer held at release");
                 Ok(())
             }
             Err(e) => {
-                // The session may still hold the lock: close it so the server frees it.
-                drop(conn.detach());
+                // The session may still hold the lock: the guard closes it so the server
+                // frees it.
+                drop(conn);
                 Err(pg_error(
                     format_args!("release the lock of key {}", self.key),
                     "the key-lock pool",

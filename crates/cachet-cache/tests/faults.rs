@@ -376,19 +376,21 @@ async fn workload(
     report
 }
 
-/// Runs `tasks` workloads while `fault` runs, then `settle` more; returns their merged report.
+/// Runs one workload per cache while `fault` runs, then `settle` more; returns their reports
+/// (in the order of `caches`).
 async fn under_fault<F: std::future::Future<Output = ()>>(
-    cache: &Cache,
-    tasks: u32,
+    caches: &[&Cache],
     fault: F,
     settle: Duration,
-) -> Report {
+) -> Vec<Report> {
     let stop = Arc::new(AtomicBool::new(false));
     let fault_over = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
+    let handles: Vec<_> = caches
+        .iter()
+        .enumerate()
+        .map(|(t, cache)| {
             tokio::spawn(workload(
-                cache.clone(),
+                (*cache).clone(),
                 format!("w{t}"),
                 12,
                 Arc::clone(&stop),
@@ -400,11 +402,11 @@ async fn under_fault<F: std::future::Future<Output = ()>>(
     fault_over.store(true, Ordering::Relaxed);
     tokio::time::sleep(settle).await;
     stop.store(true, Ordering::Relaxed);
-    let mut report = Report::default();
+    let mut reports = Vec::new();
     for h in handles {
-        report.merge(h.await.expect("a workload task panicked"));
+        reports.push(h.await.expect("a workload task panicked"));
     }
-    report
+    reports
 }
 
 /// After the fault: every key reads back its last acknowledged version (or a later attempted
@@ -467,11 +469,18 @@ fn assert_no_violations(report: &Report) {
     );
 }
 
-fn assert_retryable(what: &str, result: Result<impl std::fmt::Debug, Error>) -> Error {
+fn assert_retryable<E: std::borrow::Borrow<Error>>(
+    what: &str,
+    result: Result<impl std::fmt::Debug, E>,
+) -> E {
     match result {
         Ok(v) => panic!("{what}: succeeded ({v:?}) while the service was down"),
         Err(e) => {
-            assert!(e.is_retryable(), "{what}: non-retryable error {e:?}");
+            assert!(
+                e.borrow().is_retryable(),
+                "{what}: non-retryable error {:?}",
+                e.borrow()
+            );
             e
         }
     }
@@ -488,31 +497,49 @@ async fn postgres_restart_mid_workload_is_survived_and_loses_nothing() {
         return;
     };
     let pg = OwnServer::start(Service::Postgres).await;
+    // A retry budget that outlasts the outage: callers must not notice it.
+    let budget = Duration::from_secs(10);
     let cache = open(
         index_url(
             pg.var("DATABASE_URL"),
-            "cachet_retry_budget_ms=10000&cachet_connect_timeout_ms=1000",
+            &format!(
+                "cachet_retry_budget_ms={}&cachet_connect_timeout_ms=1000",
+                budget.as_millis()
+            ),
         ),
         blob_url(&s3, &shared_bucket(), ""),
     )
     .await;
 
-    let restart_took = Arc::new(std::sync::Mutex::new(Duration::ZERO));
-    let fault = {
-        let restart_took = Arc::clone(&restart_took);
-        let pg = &pg;
-        async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let started = Instant::now();
-            pg.run_script("restart-postgres.sh", &["2"], &[]).await;
-            *restart_took.lock().unwrap() = started.elapsed();
-        }
+    let restart_took = std::sync::Mutex::new(Duration::ZERO);
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = Instant::now();
+        pg.run_script("restart-postgres.sh", &["2"], &[]).await;
+        *restart_took.lock().unwrap() = started.elapsed();
     };
-    let mut report = under_fault(&cache, 2, fault, Duration::from_millis(1500)).await;
+    let mut report = under_fault(&[&cache, &cache], fault, Duration::from_millis(1500))
+        .await
+        .into_iter()
+        .fold(Report::default(), |mut all, r| {
+            all.merge(r);
+            all
+        });
+    let restart_took = *restart_took.lock().unwrap();
     eprintln!(
-        "postgres restart ({:?} from stop to up): {}",
-        restart_took.lock().unwrap(),
+        "postgres restart, {restart_took:?} from stop to up, budget {budget:?}: {}",
         summarize(&report)
+    );
+    // Within the budget the restart is invisible: every operation succeeded, some waited.
+    assert!(
+        report.retryable.is_empty(),
+        "a restart of {restart_took:?} failed operations despite a {budget:?} budget: {:#?}",
+        &report.retryable[..report.retryable.len().min(5)]
+    );
+    assert!(
+        report.slowest_ok >= Duration::from_secs(1),
+        "no operation met the outage (slowest {:?})",
+        report.slowest_ok
     );
     assert!(
         report.ok_ops_after > 0,
@@ -520,6 +547,102 @@ async fn postgres_restart_mid_workload_is_survived_and_loses_nothing() {
     );
     check_final_state(&cache, &mut report).await;
     assert_no_violations(&report);
+}
+
+/// Waits until nothing accepts connections at `addr` (the server is down).
+async fn wait_until_refused(addr: &str, within: Duration) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            started.elapsed() < within,
+            "{addr} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_longer_than_the_retry_budget_fails_retryably_within_it() {
+    if service_env("DATABASE_URL").is_none() {
+        return;
+    }
+    let Some(s3) = service_env("S3_ENDPOINT") else {
+        return;
+    };
+    let pg = OwnServer::start(Service::Postgres).await;
+    let budget = Duration::from_millis(500);
+    let connect_timeout = Duration::from_secs(1);
+    let cache = open(
+        index_url(
+            pg.var("DATABASE_URL"),
+            &format!(
+                "cachet_retry_budget_ms={}&cachet_connect_timeout_ms={}",
+                budget.as_millis(),
+                connect_timeout.as_millis()
+            ),
+        ),
+        blob_url(&s3, &shared_bucket(), ""),
+    )
+    .await;
+    let small = tiny("outage", 1);
+    let large = big("outage-large", 1);
+    cache.insert_bytes("outage", &small).await.unwrap();
+    cache.insert_bytes("outage-large", &large).await.unwrap();
+
+    // Down for 4 s: far longer than the budget.
+    let down = Duration::from_secs(4);
+    let addr = pg_host_port(pg.var("DATABASE_URL"));
+    let restart = pg.run_script("restart-postgres.sh", &["4"], &[]);
+    let probe = async {
+        wait_until_refused(&addr, Duration::from_secs(10)).await;
+        let down_since = Instant::now();
+        let mut outcomes = Vec::new();
+        for op in ["get", "put", "get large", "put large"] {
+            let started = Instant::now();
+            let result = match op {
+                "get" => cache.get_bytes("outage").await.map(|_| ()),
+                "put" => cache
+                    .insert_bytes("outage", tiny("outage", 2))
+                    .await
+                    .map(|_| ()),
+                "get large" => cache.get_bytes("outage-large").await.map(|_| ()),
+                _ => cache
+                    .insert_bytes("outage-large", big("outage-large", 2))
+                    .await
+                    .map(|_| ()),
+            };
+            outcomes.push((op, started.elapsed(), result));
+        }
+        (down_since.elapsed(), outcomes)
+    };
+    let (_, (probed_for, outcomes)) = tokio::join!(restart, probe);
+    eprintln!("postgres down {down:?}, budget {budget:?}: {outcomes:#?}");
+    for (op, took, result) in &outcomes {
+        assert!(
+            *took < budget + connect_timeout + Duration::from_millis(500),
+            "{op} while PostgreSQL was down took {took:?} and returned {result:?}, with a \
+             {budget:?} retry budget: it should fail retryably within about the budget"
+        );
+        assert_retryable(&format!("{op} while PostgreSQL is down"), result.as_ref());
+    }
+    assert!(
+        probed_for < down,
+        "the probes outlasted the outage ({probed_for:?}): {outcomes:#?}"
+    );
+
+    // Back up: everything works, and the failed writes changed nothing.
+    let read = cache.get_bytes("outage").await.unwrap().unwrap();
+    assert!(read == small || read == tiny("outage", 2));
+    let read = cache.get_bytes("outage-large").await.unwrap().unwrap();
+    assert!(read == large || read == big("outage-large", 2));
+    cache
+        .insert_bytes("outage", tiny("outage", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_bytes("outage").await.unwrap().unwrap(),
+        tiny("outage", 3)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,7 +904,13 @@ async fn postgres_connections_reset_mid_workload_are_retried() {
             proxy.reset_established();
         }
     };
-    let mut report = under_fault(&cache, 2, fault, Duration::from_millis(800)).await;
+    let mut report = under_fault(&[&cache, &cache], fault, Duration::from_millis(800))
+        .await
+        .into_iter()
+        .fold(Report::default(), |mut all, r| {
+            all.merge(r);
+            all
+        });
     let counts = proxy.counts();
     eprintln!("postgres resets: {}; proxy {counts:?}", summarize(&report));
     assert!(

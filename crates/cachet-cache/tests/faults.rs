@@ -924,3 +924,82 @@ async fn postgres_connections_reset_mid_workload_are_retried() {
     check_final_state(&cache, &mut report).await;
     assert_no_violations(&report);
 }
+
+/// `mib` MiB of incompressible bytes derived from `seed`.
+fn huge(seed: u64, mib: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_connection_reset_mid_read_is_retried_or_fails_retryably() {
+    let Some(db) = service_env("DATABASE_URL") else {
+        return;
+    };
+    let Some(s3) = service_env("S3_ENDPOINT") else {
+        return;
+    };
+    let (cache, proxy) = cache_behind_s3_proxy(
+        &db,
+        &s3,
+        "max_retries=2&retry_timeout=5s&init_backoff=20ms&max_backoff=200ms",
+    )
+    .await;
+    // Larger than the streamed-read threshold (8 MiB): read frame by frame.
+    let data = huge(7, 24);
+    cache.insert_bytes("huge", &data).await.unwrap();
+
+    let failures_before = cache.stats().integrity_failures;
+    let sent_before = proxy.counts().bytes_to_clients;
+    let read = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get_bytes("huge").await }
+    });
+    // Cut the connection once a few MiB of the body went through.
+    let started = Instant::now();
+    while proxy.counts().bytes_to_clients < sent_before + (4 << 20) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10) && !read.is_finished(),
+            "the read did not get going: {:?}",
+            proxy.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proxy.reset_established();
+    let cut_at = proxy.counts().bytes_to_clients - sent_before;
+    let result = read.await.unwrap();
+    let counts = proxy.counts();
+    eprintln!(
+        "S3 reset mid-read after {cut_at} bytes: {:?}; proxy {counts:?}",
+        result.as_ref().map(|r| r.as_ref().map(|b| b.len()))
+    );
+    assert!(counts.reset_established >= 1, "{counts:?}");
+    match result {
+        Ok(Some(read)) => assert!(read == data, "the read returned other bytes"),
+        Ok(None) => panic!(
+            "a connection cut mid-read was reported as a miss (integrity failures {} -> {}): \
+             the entry is intact, only the transfer failed",
+            failures_before,
+            cache.stats().integrity_failures
+        ),
+        Err(e) => assert!(
+            e.is_retryable(),
+            "non-retryable error for a cut read: {e:?}"
+        ),
+    }
+    // The entry is intact and reads back whole.
+    assert_eq!(cache.stats().integrity_failures, failures_before);
+    let read = cache
+        .get_bytes("huge")
+        .await
+        .unwrap()
+        .expect("huge is intact");
+    assert!(read == data, "the read after the cut returned other bytes");
+}

@@ -53,6 +53,8 @@ pub struct Counts {
     pub answered_503: u64,
     /// HTTP requests forwarded to the target.
     pub forwarded_requests: u64,
+    /// Bytes copied from the target to clients.
+    pub bytes_to_clients: u64,
 }
 
 struct State {
@@ -66,6 +68,7 @@ struct State {
     reset_established: AtomicU64,
     answered_503: AtomicU64,
     forwarded_requests: AtomicU64,
+    bytes_to_clients: AtomicU64,
 }
 
 impl State {
@@ -126,6 +129,7 @@ impl Proxy {
             reset_established: AtomicU64::new(0),
             answered_503: AtomicU64::new(0),
             forwarded_requests: AtomicU64::new(0),
+            bytes_to_clients: AtomicU64::new(0),
         });
         let accept_state = Arc::clone(&state);
         let accept_loop = tokio::spawn(async move {
@@ -182,6 +186,7 @@ impl Proxy {
             reset_established: s.reset_established.load(Ordering::Relaxed),
             answered_503: s.answered_503.load(Ordering::Relaxed),
             forwarded_requests: s.forwarded_requests.load(Ordering::Relaxed),
+            bytes_to_clients: s.bytes_to_clients.load(Ordering::Relaxed),
         }
     }
 }
@@ -242,6 +247,9 @@ async fn pump(
             match upstream_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    state
+                        .bytes_to_clients
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     if client_write
                         .lock()
                         .await

@@ -3,6 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// The shortest wait for a pooled connection, whatever the retry budget: time enough to open
+/// one to a healthy server.
+const MIN_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -177,11 +181,17 @@ impl PostgresMetadata {
         config.validate()?;
         let options = config.connect_options();
         let server = format!("{} (schema {})", config.server(), config.schema());
+        // sqlx retries refused connections inside `acquire` until the acquire timeout, so the
+        // acquire timeout, not our retry loop, bounds a call while the server is down: cap it
+        // at the retry budget (with a floor that lets a healthy server hand out a connection).
+        let acquire_timeout = config
+            .acquire_timeout()
+            .min(config.retry_budget().max(MIN_ACQUIRE_TIMEOUT));
         let pool_options = |max: u32, min: u32| {
             PgPoolOptions::new()
                 .max_connections(max)
                 .min_connections(min)
-                .acquire_timeout(config.acquire_timeout())
+                .acquire_timeout(acquire_timeout)
                 .idle_timeout(config.idle_timeout())
                 // A dead connection fails its statement with an I/O error, which is retried
                 // on another connection: no ping round trip before every call.

@@ -120,6 +120,10 @@ impl PostgresConfig {
     /// | `cachet_idle_timeout_ms` | idle connection lifetime, 0 = forever | 600000 |
     /// | `cachet_retry_budget_ms` | retrying while unreachable, 0 = never | 10000 |
     ///
+    /// While the server is unreachable a call fails with `Error::Unavailable` after about the
+    /// retry budget: the wait for a pooled connection is capped at the budget (but never
+    /// below 250 ms), because sqlx itself retries refused connections while acquiring.
+    ///
     /// An unknown `cachet_*` option, a repeated or malformed one fails with `Error::Config`
     /// naming it; values are range-checked by [`validate`](Self::validate).
     pub fn from_url(url: &str) -> Result<Self> {

@@ -61,7 +61,9 @@ pub trait BlobBackend: Send + Sync + 'static {
     ///   [`get`](Self::get) returns exactly `data`.
     /// - With `atomic_publish`, a concurrent reader sees either no blob or all of it, never a prefix.
     /// - Writing an id that exists replaces it, or keeps the existing object (the content is
-    ///   the same by construction); either way the call succeeds.
+    ///   the same by construction); either way the call succeeds. A backend with the
+    ///   `conditional_put` capability keeps the existing object (put-if-absent) and returns
+    ///   its receipt, so the engine may put without looking first.
     /// - Returns the published object's [`BlobReceipt`].
     async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt>;
 

@@ -415,6 +415,12 @@ impl BlobBackend for MemoryBlobs {
     }
 
     async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt> {
+        // Put-if-absent (the `conditional_put` capability): an existing copy is kept.
+        if let Some(existing) = lock(&self.inner).get(id) {
+            return Ok(BlobReceipt {
+                etag: Some(existing.etag.clone()),
+            });
+        }
         let etag = format!(
             "\"m-{}\"",
             self.generation.fetch_add(1, Ordering::Relaxed) + 1

@@ -336,7 +336,18 @@ impl Store {
         loop {
             attempt += 1;
             self.reserve(&id, size).await?;
-            let existing = self.inner.blobs.head(&id).await?;
+            // Where the store can put-if-absent, a value held in memory is put directly: the
+            // store keeps an existing copy itself, which saves a HEAD request per put of new
+            // content (the common case) at the price of sending a duplicate's bytes. An
+            // existing copy with another encoding of the same content is kept; it reads back
+            // the same (each frame names its codec, the digest checks the result).
+            let put_if_absent = matches!(container, Some(Container::Memory(_)))
+                && self.inner.blobs.capabilities().conditional_put;
+            let existing = if put_if_absent {
+                None
+            } else {
+                self.inner.blobs.head(&id).await?
+            };
             if let Some(info) = existing.as_ref().filter(|info| info.size == size) {
                 record.meta.blob_etag = info.etag.clone();
             } else {

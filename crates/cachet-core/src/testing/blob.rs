@@ -329,6 +329,28 @@ pub async fn receipt_etag_matches_head_and_list(backend: Arc<dyn BlobBackend>) {
     }
 }
 
+/// With `conditional_put`, putting an existing id keeps the stored object: same ETag, same
+/// modification, and the call still succeeds.
+pub async fn conditional_put_keeps_the_existing_object(backend: Arc<dyn BlobBackend>) {
+    if !backend.capabilities().conditional_put {
+        return;
+    }
+    let id = xxh3_id(33);
+    let first = ok(backend.put(&id, pattern(5_000, 33)).await, "first put");
+    let head = ok(backend.head(&id).await, "head").expect("stored");
+    let second = ok(backend.put(&id, pattern(5_000, 33)).await, "second put");
+    assert_eq!(
+        second.etag, first.etag,
+        "blob conformance: a put-if-absent store must return the existing object's receipt"
+    );
+    let again = ok(backend.head(&id).await, "head").expect("stored");
+    assert_eq!(
+        (again.etag, again.modified),
+        (head.etag, head.modified),
+        "blob conformance: a put-if-absent store must not rewrite the existing object"
+    );
+}
+
 /// `head` of a missing blob returns `Ok(None)`, not an error.
 pub async fn head_of_missing_is_none(backend: Arc<dyn BlobBackend>) {
     let info = ok(backend.head(&xxh3_id(10)).await, "head of a missing blob");
@@ -793,6 +815,7 @@ where
         stream_concatenation_equals_content,
         head_reports_size,
         receipt_etag_matches_head_and_list,
+        conditional_put_keeps_the_existing_object,
         head_of_missing_is_none,
         delete_returns_whether_it_existed,
         deleted_blob_is_gone,

@@ -341,3 +341,54 @@ async fn stampede(cache: &Cache, id: u64, dir: &Path) {
         .unwrap_or_else(|e| panic!("worker {id}: get_with failed: {e}"));
     assert_eq!(value, "expensive report");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cache_migrates_into_the_shared_one() {
+    let Some((index, blobs)) = fresh_cache_urls("migrate") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local = Cache::open(dir.path()).await.unwrap();
+    for k in 0..KEYS {
+        let key = key_name(k);
+        local
+            .insert_bytes(key.as_str(), value(&key, k as u64 % VARIANTS))
+            .await
+            .unwrap();
+    }
+    local
+        .insert(
+            &cachet_core::params! { "model" => "xgb" },
+            &vec![0.5f64; 10],
+        )
+        .with_tag("models")
+        .await
+        .unwrap();
+    let shared = open(&index, &blobs).await;
+    let options = cachet_storage::CopyOptions::default();
+    let report = local
+        .store()
+        .copy_to(shared.store(), &options, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.copied, KEYS as u64 + 1);
+    assert!(report.damaged.is_empty());
+    for k in 0..KEYS {
+        let key = key_name(k);
+        let got = shared.get_bytes(key.as_str()).await.unwrap().unwrap();
+        assert_eq!(&got[..], &value(&key, k as u64 % VARIANTS)[..], "{key}");
+    }
+    let model: Vec<f64> = shared
+        .get(&cachet_core::params! { "model" => "xgb" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(model, vec![0.5f64; 10]);
+    // Run again (as after an interruption): nothing is copied twice.
+    let again = local
+        .store()
+        .copy_to(shared.store(), &options, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((again.copied, again.already_present), (0, KEYS as u64 + 1));
+}

@@ -36,6 +36,7 @@
 
 mod access;
 mod config;
+mod copy;
 mod encode;
 pub mod format;
 mod reader;
@@ -44,6 +45,7 @@ mod store;
 mod writer;
 
 pub use config::StoreConfig;
+pub use copy::{CopyOptions, CopyReport};
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};
 pub use store::{ExpiredReport, GcReport, PutOptions, Store, StoredEntry};

@@ -879,3 +879,180 @@ async fn delete_expired_keeps_entries_rewritten_with_a_later_expiry() {
     assert!(report.bytes_freed > 30_000);
     assert!(f.store.exists(&key("renewed")).await.unwrap());
 }
+
+// ------------------------------------------------------------------------------- copy_to
+
+#[tokio::test]
+async fn copy_to_moves_every_live_entry_with_its_metadata_and_resumes() {
+    let (source, target) = (fixture(), fixture());
+    let big = random_bytes(300_000, 21);
+    let options = || PutOptions {
+        params: Some(serde_json::json!({ "model": "xgb" })),
+        tags: vec!["team-a".into()],
+        user_metadata: Some(serde_json::json!({ "accuracy": 0.95 })),
+        expires_at: Some(Timestamp(1_800_000_000_000)),
+        ..PutOptions::default()
+    };
+    source
+        .store
+        .put_bytes(&key("big"), &big, options())
+        .await
+        .unwrap();
+    source
+        .store
+        .put_bytes(&key("small"), b"tiny", options())
+        .await
+        .unwrap();
+    source
+        .store
+        .put_json(&key("json"), &vec![1, 2, 3], PutOptions::default())
+        .await
+        .unwrap();
+    let expired = PutOptions {
+        expires_at: Some(Timestamp(1)),
+        ..PutOptions::default()
+    };
+    source
+        .store
+        .put_bytes(&key("old"), b"gone", expired)
+        .await
+        .unwrap();
+
+    let mut calls = 0;
+    let report = source
+        .store
+        .copy_to(
+            &target.store,
+            &cachet_storage::CopyOptions::default(),
+            |_| calls += 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.copied, report.expired, calls), (3, 1, 4));
+    assert_eq!(report.bytes, 300_000 + 4 + 7);
+    assert_eq!(
+        target.store.get_bytes(&key("big")).await.unwrap().unwrap(),
+        big
+    );
+    let copied = target.store.metadata(&key("big")).await.unwrap().unwrap();
+    let original = source.store.metadata(&key("big")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &copied.params,
+            &copied.tags,
+            &copied.user_metadata,
+            copied.expires_at
+        ),
+        (
+            &original.params,
+            &original.tags,
+            &original.user_metadata,
+            original.expires_at
+        )
+    );
+    let json: Vec<u32> = target.store.get_value(&key("json")).await.unwrap().unwrap();
+    assert_eq!(json, vec![1, 2, 3], "the data type is kept");
+    assert_eq!(target.store.get_bytes(&key("old")).await.unwrap(), None);
+
+    let again = source
+        .store
+        .copy_to(
+            &target.store,
+            &cachet_storage::CopyOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.copied, again.already_present),
+        (0, 3),
+        "a second run resumes"
+    );
+}
+
+#[tokio::test]
+async fn copy_to_reports_damaged_entries_and_copies_the_rest() {
+    let (source, target) = (fixture(), fixture());
+    source
+        .store
+        .put_bytes(
+            &key("good"),
+            &random_bytes(50_000, 22),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    source
+        .store
+        .put_bytes(
+            &key("bad"),
+            &random_bytes(50_000, 23),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let bad_blob = blob_of(&source, &key("bad")).await;
+    source.blobs.delete(&bad_blob).await.unwrap();
+    let report = source
+        .store
+        .copy_to(
+            &target.store,
+            &cachet_storage::CopyOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.copied, 1);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].0, key("bad"));
+    assert!(matches!(report.damaged[0].1, Error::Corrupt { .. }));
+    assert_eq!(target.store.get_bytes(&key("bad")).await.unwrap(), None);
+    assert_eq!(
+        target.store.stats().await.unwrap().entries,
+        1,
+        "nothing half-copied"
+    );
+}
+
+#[tokio::test]
+async fn copy_to_keeps_different_target_entries_unless_asked_to_overwrite() {
+    let (source, target) = (fixture(), fixture());
+    source
+        .store
+        .put_bytes(&key("k"), b"source", PutOptions::default())
+        .await
+        .unwrap();
+    target
+        .store
+        .put_bytes(&key("k"), b"target", PutOptions::default())
+        .await
+        .unwrap();
+    let keep = source
+        .store
+        .copy_to(
+            &target.store,
+            &cachet_storage::CopyOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((keep.copied, keep.kept_existing), (0, 1));
+    assert_eq!(
+        &target.store.get_bytes(&key("k")).await.unwrap().unwrap()[..],
+        b"target"
+    );
+    let overwrite = cachet_storage::CopyOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    let replaced = source
+        .store
+        .copy_to(&target.store, &overwrite, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(replaced.copied, 1);
+    assert_eq!(
+        &target.store.get_bytes(&key("k")).await.unwrap().unwrap()[..],
+        b"source"
+    );
+}

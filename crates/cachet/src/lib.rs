@@ -102,7 +102,8 @@ pub use cachet_core::{
     MetadataCapabilities, ParamValue, Params, Result, SystemClock, Timestamp, params,
 };
 pub use cachet_storage::{
-    GcReport, PutOptions, SigningKey, Store, StoreConfig, StoredEntry, ValueReader, ValueWriter,
+    CopyOptions, CopyReport, GcReport, PutOptions, SigningKey, Store, StoreConfig, StoredEntry,
+    ValueReader, ValueWriter,
 };
 
 /// The crates underneath, for what the facade does not re-export.
@@ -129,6 +130,11 @@ pub mod backends {
     #[cfg(feature = "blob-s3")]
     pub use cachet_blob_s3 as s3;
 }
+
+/// The code of docs/DEPLOYMENT.md, compiled as doctests so that it cannot drift from the API.
+#[cfg(all(doctest, feature = "meta-postgres", feature = "blob-s3"))]
+#[doc = include_str!("../../../docs/DEPLOYMENT.md")]
+pub struct DeploymentDoctests;
 
 /// The README's code, compiled as doctests so that it cannot drift from the API.
 #[cfg(all(doctest, feature = "meta-sqlite", feature = "blob-fs"))]

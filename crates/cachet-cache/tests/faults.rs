@@ -827,7 +827,8 @@ async fn s3_5xx_responses_are_retried_transparently() {
     assert_eq!(read.as_deref(), Some(data.as_slice()));
     let counts = proxy.counts();
     assert_eq!(counts.answered_503, 4, "{counts:?}");
-    assert!(counts.forwarded_requests >= 3, "{counts:?}");
+    // At least the put's PUT (no HEAD first: the store is put-if-absent) and the get's GET.
+    assert!(counts.forwarded_requests >= 2, "{counts:?}");
     eprintln!("S3 503s: put took {put_took:?}, get took {get_took:?}; proxy {counts:?}");
 }
 

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cachet_core::{BlobId, Timestamp};
 
 /// The digest algorithms whose directories hold blobs, as [`BlobId::algorithm`] names them.
-pub(crate) const ALGORITHMS: [&str; 2] = ["xxh3-128", "sha256"];
+pub(crate) const ALGORITHMS: [&str; 2] = cachet_core::entry::BLOB_ALGORITHMS;
 
 /// The directory of uploads in progress.
 pub(crate) const TMP_DIR: &str = "tmp";
@@ -59,7 +59,7 @@ impl Layout {
     /// `<root>/<algo>`, `<root>/<algo>/<hex[0..2]>`.
     pub(crate) fn shard_dirs(&self, id: &BlobId) -> [PathBuf; 2] {
         let algo = self.algorithm_dir(id.algorithm());
-        let shard = algo.join(&id.hex()[0..2]);
+        let shard = algo.join(id.shard());
         [algo, shard]
     }
 
@@ -114,9 +114,7 @@ fn is_lower_hex(s: &str) -> bool {
 /// The blob id of the file `name` found in `<algorithm>/<shard>/`, if it is a valid id that
 /// belongs in exactly that shard; `None` for anything else (foreign files).
 pub(crate) fn parse_blob_file(algorithm: &str, shard: &str, name: &str) -> Option<BlobId> {
-    let id = BlobId::parse(&format!("{algorithm}-{name}")).ok()?;
-    let in_its_shard = id.algorithm() == algorithm && id.hex() == name && &id.hex()[0..2] == shard;
-    in_its_shard.then_some(id)
+    BlobId::from_sharded_name(algorithm, shard, name)
 }
 
 #[cfg(test)]

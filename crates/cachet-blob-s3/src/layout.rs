@@ -20,7 +20,7 @@ use cachet_core::{BlobId, Timestamp};
 use object_store::path::Path;
 
 /// The digest algorithms whose name prefixes hold blobs, as [`BlobId::algorithm`] names them.
-pub(crate) const ALGORITHMS: [&str; 2] = ["xxh3-128", "sha256"];
+pub(crate) const ALGORITHMS: [&str; 2] = cachet_core::entry::BLOB_ALGORITHMS;
 
 /// The name prefix of temporary uploads, below the store's prefix.
 pub(crate) const TMP_DIR: &str = "tmp";
@@ -54,7 +54,7 @@ impl Layout {
     pub(crate) fn blob_path(&self, id: &BlobId) -> Path {
         let hex = id.hex();
         self.algorithm_dir(id.algorithm())
-            .join(&hex[0..2])
+            .join(id.shard())
             .join(hex)
     }
 
@@ -110,12 +110,7 @@ pub(crate) fn temp_started_at(name: &str) -> Option<Timestamp> {
 /// The blob id of the object `name` found in `<algorithm>/<shard>/`, if it is a valid id that
 /// belongs in exactly that shard.
 pub(crate) fn parse_blob_name(algorithm: &str, shard: &str, name: &str) -> Option<BlobId> {
-    if !ALGORITHMS.contains(&algorithm) {
-        return None;
-    }
-    let id = BlobId::parse(&format!("{algorithm}-{name}")).ok()?;
-    let in_its_shard = id.algorithm() == algorithm && id.hex() == name && &id.hex()[0..2] == shard;
-    in_its_shard.then_some(id)
+    BlobId::from_sharded_name(algorithm, shard, name)
 }
 
 #[cfg(test)]

@@ -22,6 +22,15 @@ pub enum ContentDigest {
 }
 
 impl ContentDigest {
+    /// Reads the `algorithm:hex` form an index column holds.
+    ///
+    /// # Errors
+    /// A description (for `Error::Corrupt` naming the column) when it is not a digest.
+    pub fn from_column(text: &str) -> std::result::Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("`{text}` is not a content digest"))
+    }
+
     /// The algorithm's name as written in the index and in blob paths: `xxh3-128` or `sha256`.
     pub fn algorithm(&self) -> &'static str {
         match self {
@@ -64,6 +73,10 @@ impl FromStr for ContentDigest {
         }
     }
 }
+
+/// The digest algorithms of blob ids, as [`BlobId::algorithm`] names them (also the top-level
+/// directories or name prefixes of blob stores).
+pub const BLOB_ALGORITHMS: [&str; 2] = ["xxh3-128", "sha256"];
 
 /// The name of a blob: its content digest. Blob names are derived hashes only, never user
 /// strings, so they are safe as object names and path components.
@@ -115,6 +128,24 @@ impl BlobId {
     pub fn hex(&self) -> &str {
         &self.0[self.algorithm().len() + 1..]
     }
+
+    /// The shard blob stores file this blob under: the first two hex digits. Every cachet blob
+    /// store uses the layout `<algorithm>/<shard>/<hex>` (one level of 256 shards), so a store
+    /// copied between a directory and a bucket keeps its names.
+    pub fn shard(&self) -> &str {
+        &self.hex()[0..2]
+    }
+
+    /// The blob named by the components `<algorithm>/<shard>/<name>` of that layout, if they
+    /// name a valid id filed in its own shard (anything else is a foreign object).
+    pub fn from_sharded_name(algorithm: &str, shard: &str, name: &str) -> Option<BlobId> {
+        if !BLOB_ALGORITHMS.contains(&algorithm) {
+            return None;
+        }
+        let id = BlobId::parse(&format!("{algorithm}-{name}")).ok()?;
+        let in_its_shard = id.algorithm() == algorithm && id.hex() == name && id.shard() == shard;
+        in_its_shard.then_some(id)
+    }
 }
 
 impl fmt::Display for BlobId {
@@ -133,6 +164,19 @@ pub enum Location {
 }
 
 impl Location {
+    /// Reads the location an index keeps as a nullable blob-id column: `None` is inline.
+    ///
+    /// # Errors
+    /// A description (for `Error::Corrupt` naming the column) when the text is not a blob id.
+    pub fn from_blob_column(blob_id: Option<&str>) -> std::result::Result<Self, String> {
+        match blob_id {
+            None => Ok(Location::Inline),
+            Some(text) => BlobId::parse(text)
+                .map(Location::Blob)
+                .map_err(|_| format!("`{text}` is not a blob id")),
+        }
+    }
+
     /// The blob id, if the value lives in a blob.
     pub fn blob_id(&self) -> Option<&BlobId> {
         match self {
@@ -155,6 +199,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Reads the name an index column holds (see [`name`](Self::name)).
+    ///
+    /// # Errors
+    /// A description (for `Error::Corrupt` naming the column) when it is not a compression.
+    pub fn from_column(text: &str) -> std::result::Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("`{text}` is not a compression"))
+    }
+
     /// The name written in the index: `none`, `lz4`, `zstd:<level>`.
     pub fn name(&self) -> String {
         match self {
@@ -332,4 +385,63 @@ pub struct IndexStats {
     pub blobs: u64,
     /// Sum of the registered blobs' sizes (what the blob store really holds).
     pub blob_bytes: u64,
+}
+
+/// The smallest string greater than every string that starts with `prefix`, if there is one:
+/// `id >= prefix AND id < bound` selects an id prefix as a range of an index in byte order
+/// (instead of a `LIKE`, which cannot use the primary key and needs escaping).
+///
+/// UTF-8 byte order is code point order, so replacing the last character by its successor
+/// (dropping trailing `char::MAX`es) bounds the range `[prefix, bound)` exactly. `None` when
+/// the prefix is all `char::MAX` (no upper bound).
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::*;
+
+    #[test]
+    fn prefix_upper_bound_is_the_next_string_after_the_prefix_range() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(
+            prefix_upper_bound("a\u{D7FF}").as_deref(),
+            Some("a\u{E000}")
+        );
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn columns_that_do_not_parse_are_described() {
+        assert_eq!(Location::from_blob_column(None), Ok(Location::Inline));
+        assert!(
+            Location::from_blob_column(Some("nope"))
+                .unwrap_err()
+                .contains("`nope` is not a blob id")
+        );
+        assert_eq!(Compression::from_column("zstd:3"), Ok(Compression::Zstd(3)));
+        assert!(
+            Compression::from_column("gzip")
+                .unwrap_err()
+                .contains("gzip")
+        );
+        assert!(
+            ContentDigest::from_column("md5:00")
+                .unwrap_err()
+                .contains("md5:00")
+        );
+    }
 }

@@ -281,24 +281,12 @@ fn decode_meta(row: &PgRow, offset: usize, key: CacheKey) -> Result<EntryMeta> {
         offset,
         key: &key,
     };
-    let location = match columns.get::<Option<&str>>(1, "blob_id")? {
-        None => Location::Inline,
-        Some(text) => Location::Blob(
-            BlobId::parse(text)
-                .map_err(|_| columns.corrupt("blob_id", format!("`{text}` is not a blob id")))?,
-        ),
-    };
-    let compression_text: &str = columns.get(4, "compression")?;
-    let compression: Compression = compression_text.parse().map_err(|_| {
-        columns.corrupt(
-            "compression",
-            format!("`{compression_text}` is not a compression"),
-        )
-    })?;
-    let digest_text: &str = columns.get(7, "digest")?;
-    let digest: ContentDigest = digest_text.parse().map_err(|_| {
-        columns.corrupt("digest", format!("`{digest_text}` is not a content digest"))
-    })?;
+    let location = Location::from_blob_column(columns.get(1, "blob_id")?)
+        .map_err(|e| columns.corrupt("blob_id", e))?;
+    let compression = Compression::from_column(columns.get(4, "compression")?)
+        .map_err(|e| columns.corrupt("compression", e))?;
+    let digest = ContentDigest::from_column(columns.get(7, "digest")?)
+        .map_err(|e| columns.corrupt("digest", e))?;
     let meta = EntryMeta {
         params: columns.json(0, "params")?,
         location,
@@ -471,7 +459,7 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Arg>, usize) {
     if let Some(prefix) = query.id_prefix.as_deref().filter(|p| !p.is_empty()) {
         // A range on the primary key (C collation: byte order) instead of LIKE.
         push(&mut sql, " AND id >= ?", Arg::Text(prefix.to_owned()));
-        if let Some(upper) = prefix_upper_bound(prefix) {
+        if let Some(upper) = cachet_core::entry::prefix_upper_bound(prefix) {
             push(&mut sql, " AND id < ?", Arg::Text(upper));
         }
     }
@@ -492,22 +480,6 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Arg>, usize) {
         Arg::Int(limit_param(limit)),
     );
     (sql, args, limit)
-}
-
-/// The smallest string greater than every string starting with `prefix`, if there is one.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 /// `sum(...)::text` of a stats query as `u64` (saturating; negative means corrupt sizes).

@@ -1302,24 +1302,12 @@ fn decode_key(row: &Row<'_>) -> Result<CacheKey> {
 
 /// Decodes [`meta_columns!`] starting at `columns.offset`.
 fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
-    let location = match columns.opt_text(1, "blob_id")? {
-        None => Location::Inline,
-        Some(text) => Location::Blob(
-            BlobId::parse(text)
-                .map_err(|_| columns.corrupt("blob_id", format!("`{text}` is not a blob id")))?,
-        ),
-    };
-    let compression_text = columns.text(4, "compression")?;
-    let compression: Compression = compression_text.parse().map_err(|_| {
-        columns.corrupt(
-            "compression",
-            format!("`{compression_text}` is not a compression"),
-        )
-    })?;
-    let digest_text = columns.text(7, "digest")?;
-    let digest: ContentDigest = digest_text.parse().map_err(|_| {
-        columns.corrupt("digest", format!("`{digest_text}` is not a content digest"))
-    })?;
+    let location = Location::from_blob_column(columns.opt_text(1, "blob_id")?)
+        .map_err(|e| columns.corrupt("blob_id", e))?;
+    let compression = Compression::from_column(columns.text(4, "compression")?)
+        .map_err(|e| columns.corrupt("compression", e))?;
+    let digest = ContentDigest::from_column(columns.text(7, "digest")?)
+        .map_err(|e| columns.corrupt("digest", e))?;
     let tags_text = columns.text(13, "tags")?;
     let tags = if tags_text == "[]" {
         Vec::new()
@@ -1370,7 +1358,7 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Value>, usize) {
         // A range on the primary key instead of LIKE: case-sensitive, no wildcards.
         sql.push_str(" AND id >= ?");
         args.push(Value::Text(prefix.to_owned()));
-        if let Some(upper) = prefix_upper_bound(prefix) {
+        if let Some(upper) = cachet_core::entry::prefix_upper_bound(prefix) {
             sql.push_str(" AND id < ?");
             args.push(Value::Text(upper));
         }
@@ -1400,25 +1388,6 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Value>, usize) {
     sql.push_str(" ORDER BY namespace, id LIMIT ?");
     args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     (sql, args, limit)
-}
-
-/// The smallest string greater than every string starting with `prefix`, if there is one.
-///
-/// UTF-8 byte order is code point order, so replacing the last character by its successor
-/// (dropping trailing `char::MAX`es) bounds the range `[prefix, upper)` exactly.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -1492,16 +1461,5 @@ mod tests {
             let plan = plan(sql, args);
             assert!(plan.contains("INDEX entries_blob_id (blob_id=?)"), "{plan}");
         }
-    }
-
-    #[test]
-    fn prefix_upper_bound_is_the_next_string_after_the_prefix_range() {
-        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
-        assert_eq!(
-            prefix_upper_bound("a\u{D7FF}").as_deref(),
-            Some("a\u{E000}")
-        );
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
     }
 }

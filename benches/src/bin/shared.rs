@@ -235,8 +235,10 @@ async fn main() {
             .await
             .expect("create the raw table");
     }
+    // As cachet's pool: no ping before every acquire (a dead connection fails its statement).
     let pool = PgPoolOptions::new()
         .max_connections(10)
+        .test_before_acquire(false)
         .after_connect({
             let schema = raw_schema.clone();
             move |conn, _| {

@@ -86,6 +86,16 @@ impl ContainerEncoder {
         Ok(())
     }
 
+    /// Sizes the output for `raw_len` more bytes stored uncompressed (the most a frame takes),
+    /// so that a value encoded in one piece is never copied by the buffer growing, not even
+    /// by the trailer. Compressed values simply use less of it.
+    pub(crate) fn reserve_for(&mut self, raw_len: usize) {
+        let frames = raw_len.div_ceil(self.frame_size.max(1)).max(1);
+        self.out.reserve(
+            raw_len + frames * crate::format::FRAME_HEADER_LEN + crate::format::TRAILER_LEN,
+        );
+    }
+
     /// Adds raw bytes; whole frames are encoded as soon as they are complete.
     pub(crate) fn push(&mut self, mut data: &[u8]) -> Result<()> {
         if !self.pending.is_empty() {

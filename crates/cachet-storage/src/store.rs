@@ -235,6 +235,7 @@ impl Store {
             return writer.finish().await;
         }
         let mut encoder = self.new_encoder(&opts)?;
+        encoder.reserve_for(data.len());
         encoder.push(data)?;
         let (container, encoded) = encoder.finish()?;
         self.commit(

@@ -392,3 +392,278 @@ async fn a_local_cache_migrates_into_the_shared_one() {
         .unwrap();
     assert_eq!((again.copied, again.already_present), (0, KEYS as u64 + 1));
 }
+
+/// Counts the calls a cache makes to its index and blob store (each call to the PostgreSQL
+/// index is one statement, each call to the S3 store one request, except streamed transfers).
+#[derive(Default)]
+struct CallCounts {
+    index: std::sync::atomic::AtomicUsize,
+    blobs: std::sync::atomic::AtomicUsize,
+}
+
+struct CountingIndex(
+    std::sync::Arc<dyn cachet_core::MetadataBackend>,
+    std::sync::Arc<CallCounts>,
+);
+struct CountingBlobs(
+    std::sync::Arc<dyn cachet_core::BlobBackend>,
+    std::sync::Arc<CallCounts>,
+);
+
+impl CountingIndex {
+    fn count(&self) {
+        self.1
+            .index
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountingBlobs {
+    fn count(&self) {
+        self.1
+            .blobs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl cachet_core::MetadataBackend for CountingIndex {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> cachet_core::MetadataCapabilities {
+        self.0.capabilities()
+    }
+    async fn get(
+        &self,
+        key: &cachet_core::CacheKey,
+    ) -> cachet_core::Result<Option<cachet_core::EntryRecord>> {
+        self.count();
+        self.0.get(key).await
+    }
+    async fn get_meta(
+        &self,
+        key: &cachet_core::CacheKey,
+    ) -> cachet_core::Result<Option<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.get_meta(key).await
+    }
+    async fn put(
+        &self,
+        record: cachet_core::EntryRecord,
+    ) -> cachet_core::Result<Option<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.put(record).await
+    }
+    async fn delete(
+        &self,
+        key: &cachet_core::CacheKey,
+    ) -> cachet_core::Result<Option<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.delete(key).await
+    }
+    async fn delete_expired(
+        &self,
+        now: cachet_core::Timestamp,
+        limit: usize,
+    ) -> cachet_core::Result<Vec<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.delete_expired(now, limit).await
+    }
+    async fn list(&self, query: &ListQuery) -> cachet_core::Result<Vec<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.list(query).await
+    }
+    async fn record_access(
+        &self,
+        accesses: &[cachet_core::AccessRecord],
+    ) -> cachet_core::Result<()> {
+        self.count();
+        self.0.record_access(accesses).await
+    }
+    async fn update_expiry(
+        &self,
+        key: &cachet_core::CacheKey,
+        if_signature: Option<&str>,
+        expires_at: Option<cachet_core::Timestamp>,
+        updated_at: cachet_core::Timestamp,
+        signature: Option<String>,
+    ) -> cachet_core::Result<bool> {
+        self.count();
+        self.0
+            .update_expiry(key, if_signature, expires_at, updated_at, signature)
+            .await
+    }
+    async fn stats(&self) -> cachet_core::Result<cachet_core::IndexStats> {
+        self.count();
+        self.0.stats().await
+    }
+    async fn reserve_blob(
+        &self,
+        id: &cachet_core::BlobId,
+        size: u64,
+        lease_until: cachet_core::Timestamp,
+        stale_claim_before: cachet_core::Timestamp,
+    ) -> cachet_core::Result<()> {
+        self.count();
+        self.0
+            .reserve_blob(id, size, lease_until, stale_claim_before)
+            .await
+    }
+    async fn claim_unreferenced_blobs(
+        &self,
+        candidates: Option<&[cachet_core::BlobId]>,
+        now: cachet_core::Timestamp,
+        limit: usize,
+    ) -> cachet_core::Result<Vec<cachet_core::BlobId>> {
+        self.count();
+        self.0
+            .claim_unreferenced_blobs(candidates, now, limit)
+            .await
+    }
+    async fn reclaim_abandoned_claims(
+        &self,
+        now: cachet_core::Timestamp,
+        stale_before: cachet_core::Timestamp,
+        limit: usize,
+    ) -> cachet_core::Result<Vec<cachet_core::BlobId>> {
+        self.count();
+        self.0
+            .reclaim_abandoned_claims(now, stale_before, limit)
+            .await
+    }
+    async fn claim_unregistered_blob(
+        &self,
+        id: &cachet_core::BlobId,
+        now: cachet_core::Timestamp,
+    ) -> cachet_core::Result<bool> {
+        self.count();
+        self.0.claim_unregistered_blob(id, now).await
+    }
+    async fn release_claimed_blobs(&self, ids: &[cachet_core::BlobId]) -> cachet_core::Result<()> {
+        self.count();
+        self.0.release_claimed_blobs(ids).await
+    }
+    async fn try_lock_key(
+        &self,
+        key: &cachet_core::CacheKey,
+    ) -> cachet_core::Result<Option<Box<dyn cachet_core::KeyLock>>> {
+        self.count();
+        self.0.try_lock_key(key).await
+    }
+    async fn flush(&self) -> cachet_core::Result<()> {
+        self.0.flush().await
+    }
+}
+
+#[async_trait::async_trait]
+impl cachet_core::BlobBackend for CountingBlobs {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> cachet_core::BlobCapabilities {
+        self.0.capabilities()
+    }
+    async fn put(
+        &self,
+        id: &cachet_core::BlobId,
+        data: bytes::Bytes,
+    ) -> cachet_core::Result<cachet_core::BlobReceipt> {
+        self.count();
+        self.0.put(id, data).await
+    }
+    async fn writer(&self) -> cachet_core::Result<Box<dyn cachet_core::BlobWriter>> {
+        self.count();
+        self.0.writer().await
+    }
+    async fn get(&self, id: &cachet_core::BlobId) -> cachet_core::Result<bytes::Bytes> {
+        self.count();
+        self.0.get(id).await
+    }
+    async fn get_stream(
+        &self,
+        id: &cachet_core::BlobId,
+    ) -> cachet_core::Result<cachet_core::ByteStream> {
+        self.count();
+        self.0.get_stream(id).await
+    }
+    async fn head(
+        &self,
+        id: &cachet_core::BlobId,
+    ) -> cachet_core::Result<Option<cachet_core::BlobInfo>> {
+        self.count();
+        self.0.head(id).await
+    }
+    async fn delete(&self, id: &cachet_core::BlobId) -> cachet_core::Result<bool> {
+        self.count();
+        self.0.delete(id).await
+    }
+    async fn list(&self) -> cachet_core::Result<cachet_core::BlobInfoStream> {
+        self.count();
+        self.0.list().await
+    }
+    async fn cleanup_temporary(
+        &self,
+        older_than: cachet_core::Timestamp,
+    ) -> cachet_core::Result<u64> {
+        self.count();
+        self.0.cleanup_temporary(older_than).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_costs_one_index_round_trip_plus_one_object_read_and_inline_values_one() {
+    let Some((index_url, blobs_url)) = fresh_cache_urls("round_trips") else {
+        return;
+    };
+    // The real backends, opened from their URLs, then wrapped to count calls.
+    let opened = open(&index_url, &blobs_url).await;
+    let index = opened.store().metadata_backend().clone();
+    let blobs = opened.store().blob_backend().clone();
+    let counts = std::sync::Arc::new(CallCounts::default());
+    let cache = Cache::builder()
+        .index_backend(std::sync::Arc::new(CountingIndex(index, counts.clone())))
+        .blob_backend(std::sync::Arc::new(CountingBlobs(blobs, counts.clone())))
+        .build()
+        .await
+        .unwrap();
+    cache
+        .insert_bytes("small", b"a small value".to_vec())
+        .await
+        .unwrap();
+    cache
+        .insert_bytes("large", noise(1 << 20, 7))
+        .await
+        .unwrap();
+    let snapshot = || {
+        (
+            counts.index.load(std::sync::atomic::Ordering::SeqCst),
+            counts.blobs.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    };
+    let before = snapshot();
+    assert!(cache.get_bytes("small").await.unwrap().is_some());
+    let after_small = snapshot();
+    assert_eq!(
+        (after_small.0 - before.0, after_small.1 - before.1),
+        (1, 0),
+        "an inline value: one index statement, no object request"
+    );
+    assert_eq!(
+        cache.get_bytes("large").await.unwrap().unwrap().len(),
+        1 << 20
+    );
+    let after_large = snapshot();
+    assert_eq!(
+        (after_large.0 - after_small.0, after_large.1 - after_small.1),
+        (1, 1),
+        "a blob value: one index statement and one object read"
+    );
+    assert_eq!(cache.get_bytes("missing").await.unwrap(), None);
+    let after_miss = snapshot();
+    assert_eq!(
+        (after_miss.0 - after_large.0, after_miss.1 - after_large.1),
+        (1, 0),
+        "a miss: one index statement"
+    );
+}

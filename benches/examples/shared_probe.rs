@@ -162,7 +162,86 @@ async fn main() {
             }
         })
         .await;
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let key = cachet::CacheKey::explicit("", format!("s{i}")).unwrap();
+            let meta = store.metadata(&key).await.unwrap().unwrap();
+            ids.push(meta.location.blob_id().unwrap().clone());
+        }
+        let blob_store = store.blob_backend().clone();
+        time("  the same blobs, BlobBackend::get alone", |i| {
+            let (blob_store, id) = (&blob_store, ids[i].clone());
+            async move {
+                blob_store.get(&id).await.unwrap();
+            }
+        })
+        .await;
+        time("  Store::lookup", |i| {
+            let store = &store;
+            let key = cachet::CacheKey::explicit("", format!("s{i}")).unwrap();
+            async move {
+                store.lookup(&key).await.unwrap().unwrap();
+            }
+        })
+        .await;
+        let mut entries = Vec::new();
+        for i in 0..N {
+            let key = cachet::CacheKey::explicit("", format!("s{i}")).unwrap();
+            entries.push(store.lookup(&key).await.unwrap().unwrap());
+        }
+        time("  Store::read_bytes of a looked-up entry", |i| {
+            let (store, entry) = (&store, &entries[i]);
+            async move {
+                store.read_bytes(entry).await.unwrap();
+            }
+        })
+        .await;
+        time("  BlobBackend::get + format::decode_all", |i| {
+            let (blob_store, id, raw) = (&blob_store, ids[i].clone(), entries[i].meta.raw_size);
+            async move {
+                let stored = blob_store.get(&id).await.unwrap();
+                cachet::cachet_storage::format::decode_all("probe", stored, raw).unwrap();
+            }
+        })
+        .await;
+        let mut fetched = Vec::new();
+        for id in &ids {
+            fetched.push(blob_store.get(id).await.unwrap());
+        }
+        time("  format::decode_all of fetched bytes", |i| {
+            let (stored, raw) = (fetched[i].clone(), entries[i].meta.raw_size);
+            async move {
+                cachet::cachet_storage::format::decode_all("probe", stored, raw).unwrap();
+            }
+        })
+        .await;
+        drop(fetched);
+        let get_label = label.replace("put_bytes", "get_bytes");
+        time(&get_label, |i| {
+            let store = &store;
+            let key = cachet::CacheKey::explicit("", format!("s{i}")).unwrap();
+            async move {
+                assert_eq!(store.get_bytes(&key).await.unwrap().unwrap().len(), MIB);
+            }
+        })
+        .await;
     }
+    time("raw object_store get", |i| {
+        let raw = &raw;
+        let path = object_store::path::Path::from(format!("{name}/raw/{i}"));
+        async move {
+            let bytes = raw.get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(bytes.len(), MIB);
+        }
+    })
+    .await;
+    time("cachet-blob-s3 get", |i| {
+        let (blobs, id) = (&blobs, id(i, 1));
+        async move {
+            assert_eq!(blobs.get(&id).await.unwrap().len(), MIB);
+        }
+    })
+    .await;
     time("cachet-meta-postgres claim (nothing to claim)", |i| {
         let (index, blob) = (&index, id(i, 3));
         async move {

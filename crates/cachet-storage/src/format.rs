@@ -315,6 +315,48 @@ pub struct TrailerInfo {
     pub content_xxh3: u128,
 }
 
+/// The decoder's unread input: bytes fed in chunks (appended), or one whole container taken
+/// as it is (sliced, never copied, unless more input is appended to it).
+enum Input {
+    Owned(BytesMut),
+    Whole(Bytes),
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Owned(b) => b,
+            Input::Whole(b) => b,
+        }
+    }
+}
+
+impl Input {
+    fn extend_from_slice(&mut self, chunk: &[u8]) {
+        if let Input::Whole(whole) = self {
+            *self = Input::Owned(BytesMut::from(&whole[..]));
+        }
+        if let Input::Owned(b) = self {
+            b.extend_from_slice(chunk);
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Input::Owned(b) => b.advance(n),
+            Input::Whole(b) => b.advance(n),
+        }
+    }
+
+    fn split_to(&mut self, n: usize) -> Bytes {
+        match self {
+            Input::Owned(b) => b.split_to(n).freeze(),
+            Input::Whole(b) => b.split_to(n),
+        }
+    }
+}
+
 /// Incremental decoder: feed it stored bytes in chunks of any size, take out verified raw frames.
 ///
 /// Every frame's checksum and length are checked before its bytes are handed out; the trailer's
@@ -322,7 +364,7 @@ pub struct TrailerInfo {
 /// or input that ends before it, is reported as corruption.
 pub struct FrameDecoder {
     what: String,
-    buf: BytesMut,
+    buf: Input,
     header_seen: bool,
     frames: u32,
     raw_size: u64,
@@ -338,7 +380,7 @@ impl FrameDecoder {
     pub fn new(what: impl Into<String>) -> Self {
         FrameDecoder {
             what: what.into(),
-            buf: BytesMut::new(),
+            buf: Input::Owned(BytesMut::new()),
             header_seen: false,
             frames: 0,
             raw_size: 0,
@@ -362,11 +404,11 @@ impl FrameDecoder {
         Ok(())
     }
 
-    /// Takes ownership of a whole stored container at once (no copy when it is the only input).
+    /// Takes ownership of a whole stored container at once: when it is the only input, frames
+    /// stored uncompressed are handed out as slices of it, without a copy.
     pub fn feed_bytes(&mut self, chunk: Bytes) -> Result<()> {
         if self.buf.is_empty() && self.trailer.is_none() {
-            // `BytesMut::from(Bytes)` reuses the allocation when uniquely owned; otherwise copies.
-            self.buf = BytesMut::from(chunk);
+            self.buf = Input::Whole(chunk);
             Ok(())
         } else {
             self.feed(&chunk)
@@ -445,14 +487,17 @@ impl FrameDecoder {
         let frame_no = self.frames;
         let mut fresh = Vec::new();
         // A shuffled frame decompresses into the reused scratch buffer and is unshuffled into a
-        // fresh output; a plain one decompresses straight into its output.
+        // fresh output; a plain one decompresses straight into its output; a stored one is
+        // handed out as it is (no output buffer at all).
         let out: &mut Vec<u8> = if filter == FILTER_SHUFFLE {
             &mut self.scratch
         } else {
             &mut fresh
         };
-        out.clear();
-        out.resize(raw_len, 0);
+        if codec != CODEC_NONE {
+            out.clear();
+            out.resize(raw_len, 0);
+        }
         match codec {
             CODEC_NONE => {
                 if stored_len != raw_len {
@@ -497,7 +542,7 @@ impl FrameDecoder {
             }
         }
         let raw = match (codec, filter) {
-            (CODEC_NONE, _) => record.freeze(),
+            (CODEC_NONE, _) => record,
             (_, FILTER_SHUFFLE) => {
                 let mut unshuffled = vec![0u8; raw_len];
                 unshuffle(&self.scratch, elem, &mut unshuffled);

@@ -120,6 +120,44 @@ async fn main() {
         }
     })
     .await;
+    time("cachet-meta-postgres put (inline 100 B)", |i| {
+        let index = &index;
+        async move {
+            let key = cachet::CacheKey::explicit("", format!("inline{i}")).unwrap();
+            let mut record = cachet_core_record(&key, &id(i, 9));
+            record.meta.location = cachet::Location::Inline;
+            record.meta.blob_etag = None;
+            record.inline_data = Some(Bytes::from(vec![7u8; 100]));
+            index.put(record).await.unwrap();
+        }
+    })
+    .await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
+        .connect(&database)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {name}_raw (k TEXT PRIMARY KEY, v BYTEA)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let upsert = format!(
+        "INSERT INTO {name}_raw (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+    );
+    time("raw sqlx upsert (100 B)", |i| {
+        let (pool, upsert) = (&pool, upsert.clone());
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(upsert))
+                .bind(format!("k{i}"))
+                .bind(vec![7u8; 100])
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let index: std::sync::Arc<dyn MetadataBackend> = std::sync::Arc::new(index);
     let blobs: std::sync::Arc<dyn BlobBackend> = std::sync::Arc::new(blobs);
     let memory_index: std::sync::Arc<dyn MetadataBackend> =

@@ -41,7 +41,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// signatures cover that text; `jsonb` would normalize numbers, drop `-0.0`'s sign and refuse
 /// `\u0000`); `params_jsonb` / `user_metadata_jsonb` are copies for queries (NULL when the
 /// text holds `\u0000`), with `jsonb_path_ops` GIN indexes. `tags` is a `text[]` with a GIN
-/// index. Sizes and counts are BIGINT (refused above `i64::MAX`), timestamps BIGINT ms.
+/// index. The GIN indexes are partial (only rows that have params, user metadata or tags), so
+/// entries without them cost no GIN maintenance on write: a query using them must imply the
+/// predicate (`@>` on a JSONB column does; a tag query adds `cardinality(tags) > 0`). Sizes and counts are BIGINT (refused above `i64::MAX`), timestamps BIGINT ms.
 const V1: &[&str] = &[
     "CREATE TABLE entries (
         namespace           TEXT COLLATE \"C\" NOT NULL,
@@ -71,10 +73,11 @@ const V1: &[&str] = &[
     "CREATE INDEX entries_expires_at ON entries (expires_at) WHERE expires_at IS NOT NULL",
     "CREATE INDEX entries_accessed_at ON entries (accessed_at)",
     "CREATE INDEX entries_blob_id ON entries (blob_id) WHERE blob_id IS NOT NULL",
-    "CREATE INDEX entries_params_jsonb ON entries USING GIN (params_jsonb jsonb_path_ops)",
+    "CREATE INDEX entries_params_jsonb ON entries USING GIN (params_jsonb jsonb_path_ops) \
+     WHERE params_jsonb IS NOT NULL",
     "CREATE INDEX entries_user_metadata_jsonb ON entries \
-     USING GIN (user_metadata_jsonb jsonb_path_ops)",
-    "CREATE INDEX entries_tags ON entries USING GIN (tags)",
+     USING GIN (user_metadata_jsonb jsonb_path_ops) WHERE user_metadata_jsonb IS NOT NULL",
+    "CREATE INDEX entries_tags ON entries USING GIN (tags) WHERE cardinality(tags) > 0",
     "CREATE TABLE blobs (
         id          TEXT COLLATE \"C\" NOT NULL PRIMARY KEY,
         size        BIGINT NOT NULL,

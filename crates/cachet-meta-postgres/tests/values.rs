@@ -147,3 +147,53 @@ async fn corrupt_rows_name_the_key_and_column_and_can_be_deleted() {
     assert_eq!(index.delete(&record.meta.key).await.unwrap(), None);
     assert_eq!(index.get(&record.meta.key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn queries_on_params_metadata_and_tags_use_the_partial_gin_indexes() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let config = common::fresh_config(&url, "gin");
+    let schema = config.schema().to_owned();
+    let index = config.open().await.unwrap();
+    let mut tagged = sample_record(&test_key("", "tagged"));
+    tagged.meta.params = Some(json!({ "dataset": "sales" }));
+    tagged.meta.user_metadata = Some(json!({ "owner": "team" }));
+    tagged.meta.tags = vec!["t1".into()];
+    index.put(tagged).await.unwrap();
+    index
+        .put(sample_record(&test_key("", "bare")))
+        .await
+        .unwrap();
+    let mut admin = common::admin(&url).await;
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for (index_name, predicate) in [
+        (
+            "entries_params_jsonb",
+            "params_jsonb @> '{\"dataset\": \"sales\"}'",
+        ),
+        (
+            "entries_user_metadata_jsonb",
+            "user_metadata_jsonb @> '{\"owner\": \"team\"}'",
+        ),
+        (
+            "entries_tags",
+            "tags @> ARRAY['t1'] AND cardinality(tags) > 0",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN SELECT id FROM \"{schema}\".entries WHERE {predicate}"
+        )))
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(index_name),
+            "{predicate} should use {index_name}:\n{plan}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The engine: `Store` joins a metadata index and a blob store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,9 +307,11 @@ impl Store {
             None => self.commit_blob(&mut record, container).await?,
         };
         let meta = record.meta;
-        if let Some(old_blob) = replaced.as_ref().and_then(|old| old.location.blob_id()) {
-            if Some(old_blob) != meta.location.blob_id() {
-                self.reclaim(std::slice::from_ref(old_blob)).await;
+        if let Some(old) = replaced.as_ref() {
+            if let Some(old_blob) = old.location.blob_id() {
+                if Some(old_blob) != meta.location.blob_id() {
+                    self.reclaim(&[(old_blob.clone(), old.stored_size)]).await;
+                }
             }
         }
         tracing::debug!(key = %meta.key, raw = meta.raw_size, stored = meta.stored_size, "put");
@@ -413,15 +416,19 @@ impl Store {
     }
 
     /// Deletes blobs that no entry references any more (best effort: a blob still under a
-    /// writer's lease is left for the next [`Store::gc`]). Returns (blobs deleted, bytes freed).
-    async fn reclaim(&self, ids: &[BlobId]) -> (u64, u64) {
+    /// writer's lease is left for the next [`Store::gc`]), given with their stored sizes (from
+    /// the entries that referenced them, so no HEAD request is needed to count the bytes).
+    /// Returns (blobs deleted, bytes freed).
+    async fn reclaim(&self, blobs: &[(BlobId, u64)]) -> (u64, u64) {
         let result = async {
+            let ids: Vec<BlobId> = blobs.iter().map(|(id, _)| id.clone()).collect();
             let claimed = self
                 .inner
                 .meta
-                .claim_unreferenced_blobs(Some(ids), self.now(), ids.len())
+                .claim_unreferenced_blobs(Some(&ids), self.now(), ids.len())
                 .await?;
-            self.delete_claimed(&claimed).await
+            let sizes: HashMap<BlobId, u64> = blobs.iter().cloned().collect();
+            self.delete_claimed(&claimed, &sizes).await
         }
         .await;
         result.unwrap_or_else(|e| {
@@ -430,18 +437,26 @@ impl Store {
         })
     }
 
-    /// Deletes claimed blobs and releases their claims; returns (count, bytes).
-    async fn delete_claimed(&self, claimed: &[BlobId]) -> Result<(u64, u64)> {
+    /// Deletes claimed blobs and releases their claims; returns (count, bytes). Sizes not in
+    /// `sizes` are asked of the blob store.
+    async fn delete_claimed(
+        &self,
+        claimed: &[BlobId],
+        sizes: &HashMap<BlobId, u64>,
+    ) -> Result<(u64, u64)> {
         let (mut count, mut bytes) = (0, 0);
         for id in claimed {
-            let size = self
-                .inner
-                .blobs
-                .head(id)
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |i| i.size);
+            let size = match sizes.get(id) {
+                Some(size) => *size,
+                None => self
+                    .inner
+                    .blobs
+                    .head(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(0, |i| i.size),
+            };
             match self.inner.blobs.delete(id).await {
                 Ok(true) => {
                     count += 1;
@@ -635,7 +650,7 @@ impl Store {
         match self.inner.meta.delete(key).await? {
             Some(old) => {
                 if let Some(id) = old.location.blob_id() {
-                    self.reclaim(std::slice::from_ref(id)).await;
+                    self.reclaim(&[(id.clone(), old.stored_size)]).await;
                 }
                 Ok(true)
             }
@@ -654,12 +669,12 @@ impl Store {
                 break;
             }
             report.entries_removed += removed.len() as u64;
-            let mut blobs: Vec<BlobId> = removed
+            let mut blobs: Vec<(BlobId, u64)> = removed
                 .iter()
-                .filter_map(|m| m.location.blob_id().cloned())
+                .filter_map(|m| Some((m.location.blob_id()?.clone(), m.stored_size)))
                 .collect();
             blobs.sort();
-            blobs.dedup();
+            blobs.dedup_by(|a, b| a.0 == b.0);
             if !blobs.is_empty() {
                 let (count, bytes) = self.reclaim(&blobs).await;
                 report.blobs_deleted += count;
@@ -746,7 +761,7 @@ impl Store {
             if abandoned.is_empty() {
                 break;
             }
-            let (count, bytes) = self.delete_claimed(&abandoned).await?;
+            let (count, bytes) = self.delete_claimed(&abandoned, &HashMap::new()).await?;
             report.blobs_deleted += count;
             report.bytes_freed += bytes;
         }
@@ -759,7 +774,7 @@ impl Store {
             if claimed.is_empty() {
                 break;
             }
-            let (count, bytes) = self.delete_claimed(&claimed).await?;
+            let (count, bytes) = self.delete_claimed(&claimed, &HashMap::new()).await?;
             report.blobs_deleted += count;
             report.bytes_freed += bytes;
         }
@@ -772,7 +787,10 @@ impl Store {
                 .claim_unregistered_blob(&info.id, self.now())
                 .await?
             {
-                let (count, bytes) = self.delete_claimed(std::slice::from_ref(&info.id)).await?;
+                let size = HashMap::from([(info.id.clone(), info.size)]);
+                let (count, bytes) = self
+                    .delete_claimed(std::slice::from_ref(&info.id), &size)
+                    .await?;
                 report.orphans_deleted += count;
                 report.bytes_freed += bytes;
             }

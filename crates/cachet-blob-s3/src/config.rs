@@ -133,6 +133,10 @@ impl fmt::Debug for S3Config {
     }
 }
 
+/// How long a request keeps being retried by default: the same order as the PostgreSQL
+/// index's retry budget, so an outage of either surfaces as `Error::Unavailable` in seconds.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The options accepted in `s3://` URLs, for error messages.
 const URL_OPTIONS: &str = "endpoint, region, allow_http, path_style, access_key_id, \
      secret_access_key, session_token, conditional_put, part_size, parts_in_flight, max_retries, \
@@ -141,7 +145,9 @@ const URL_OPTIONS: &str = "endpoint, region, allow_http, path_style, access_key_
 impl S3Config {
     /// Blobs at the root of `bucket`, with the defaults: settings not given are read from the
     /// environment at [`build`](S3Config::build); conditional put on (unless
-    /// `AWS_CONDITIONAL_PUT=disabled`); 8 MiB parts, 2 in flight; 10 retries within 3 minutes,
+    /// `AWS_CONDITIONAL_PUT=disabled`); 8 MiB parts, 2 in flight; 10 retries within
+    /// [`DEFAULT_RETRY_TIMEOUT`] (object_store's own default, 3 minutes, is long for a cache:
+    /// a caller would rather recompute than wait that long),
     /// backoff from 100 ms up to 15 s.
     pub fn new(bucket: impl Into<String>) -> Self {
         let retry = RetryConfig::default();
@@ -160,7 +166,7 @@ impl S3Config {
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             max_retries: retry.max_retries,
-            retry_timeout: retry.retry_timeout,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
             init_backoff: retry.backoff.init_backoff,
             max_backoff: retry.backoff.max_backoff,
             connect_timeout: None,
@@ -215,7 +221,7 @@ impl S3Config {
     }
 
     /// The backend's name: `s3`, or `gcs` / `azure` for configs made with
-    /// [`S3Config::gcs`] / [`S3Config::azure`] or `gs://` / `az://` URLs.
+    /// `S3Config::gcs` / `S3Config::azure` (features `gcs` / `azure`) or `gs://` / `az://` URLs.
     pub fn backend_name(&self) -> &'static str {
         self.service.names().0
     }
@@ -427,7 +433,7 @@ impl S3Config {
         self
     }
 
-    /// How long a request may keep being retried (default 3 minutes).
+    /// How long a request may keep being retried (default [`DEFAULT_RETRY_TIMEOUT`]).
     pub fn with_retry_timeout(mut self, timeout: Duration) -> Self {
         self.retry_timeout = timeout;
         self

@@ -99,8 +99,8 @@
 //!
 //! | feature | URL | constructor | backend name |
 //! |---|---|---|---|
-//! | `gcs` | `gs://bucket/prefix?service_account_path=/key.json` | [`S3Config::gcs`] | `gcs` |
-//! | `azure` | `az://container/prefix?account=NAME&access_key=KEY` | [`S3Config::azure`] | `azure` |
+//! | `gcs` | `gs://bucket/prefix?service_account_path=/key.json` | `S3Config::gcs` | `gcs` |
+//! | `azure` | `az://container/prefix?account=NAME&access_key=KEY` | `S3Config::azure` | `azure` |
 //!
 //! Shared options (`part_size`, `parts_in_flight`, `conditional_put`, retries, timeouts,
 //! `env`, and `allow_http` for Azure emulators) work for both; S3-only options (`endpoint`,
@@ -124,6 +124,6 @@ mod tls;
 
 pub use backend::{S3BlobWriter, S3Blobs};
 pub use config::{
-    DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, MAX_OBJECT_SIZE, MAX_PART_SIZE,
-    MAX_PARTS_IN_FLIGHT, MIN_PART_SIZE, S3Config,
+    DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_RETRY_TIMEOUT, MAX_OBJECT_SIZE,
+    MAX_PART_SIZE, MAX_PARTS_IN_FLIGHT, MIN_PART_SIZE, S3Config,
 };

@@ -81,9 +81,40 @@ const UPSERT_SQL: &str = concat!(
     meta_columns!(),
     " FROM old"
 );
-/// The blob check of a blob entry's `put`: `FOR SHARE` holds off a concurrent claim (which
-/// needs `FOR UPDATE`) until the put commits; see the crate docs.
-const BLOB_CHECK_SQL: &str = "SELECT claimed_at FROM blobs WHERE id = $1 FOR SHARE";
+/// The `put` of an entry whose value is in blob `$5`, in one statement (one round trip, its
+/// own transaction): `blob` locks the blob's registry row `FOR SHARE`, which holds off a
+/// concurrent claim (it needs `FOR UPDATE`) until this statement commits (see the crate docs);
+/// the upsert writes only if the row exists and is not claimed. The main query reports the
+/// registration (`registered`, `usable`) and the old row; it reads `blob` (so the lock is
+/// taken) and `old` before the unreferenced `upsert` runs.
+const BLOB_UPSERT_SQL: &str = concat!(
+    "WITH blob AS (SELECT claimed_at FROM blobs WHERE id = $5 FOR SHARE), \
+     old AS (SELECT ",
+    meta_columns!(),
+    " FROM entries WHERE namespace = $1 AND id = $2 FOR UPDATE), \
+     upsert AS (INSERT INTO entries (namespace, id, params, params_jsonb, blob_id, blob_etag, \
+     data_type, type_name, compression, raw_size, stored_size, digest, created_at, updated_at, \
+     accessed_at, access_count, expires_at, tags, user_metadata, user_metadata_jsonb, \
+     signature, inline_data) \
+     SELECT $1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20::jsonb, $21, $22 \
+     WHERE EXISTS (SELECT 1 FROM blob WHERE claimed_at IS NULL) \
+     ON CONFLICT (namespace, id) DO UPDATE SET params = EXCLUDED.params, \
+     params_jsonb = EXCLUDED.params_jsonb, blob_id = EXCLUDED.blob_id, \
+     blob_etag = EXCLUDED.blob_etag, data_type = EXCLUDED.data_type, \
+     type_name = EXCLUDED.type_name, compression = EXCLUDED.compression, \
+     raw_size = EXCLUDED.raw_size, stored_size = EXCLUDED.stored_size, \
+     digest = EXCLUDED.digest, created_at = EXCLUDED.created_at, \
+     updated_at = EXCLUDED.updated_at, accessed_at = EXCLUDED.accessed_at, \
+     access_count = EXCLUDED.access_count, expires_at = EXCLUDED.expires_at, \
+     tags = EXCLUDED.tags, user_metadata = EXCLUDED.user_metadata, \
+     user_metadata_jsonb = EXCLUDED.user_metadata_jsonb, signature = EXCLUDED.signature, \
+     inline_data = EXCLUDED.inline_data RETURNING 1), \
+     registration AS (SELECT count(*) AS registered, \
+     coalesce(bool_and(claimed_at IS NULL), false) AS usable FROM blob) \
+     SELECT registration.registered, registration.usable, old.* \
+     FROM registration LEFT JOIN old ON TRUE"
+);
 /// One statement per batch; duplicate keys are folded first (an `UPDATE ... FROM` updates a
 /// row once even when several source rows match). `access_count` saturates at `i64::MAX`.
 const RECORD_ACCESS_SQL: &str = "UPDATE entries AS e SET \
@@ -532,8 +563,19 @@ impl Inner {
     /// The old row of a write that replaces or removes it. A row too damaged to decode does
     /// not block the write (that is how repair removes it): it is logged and reported as `None`.
     fn replaced_row(&self, row: Option<PgRow>, key: &CacheKey, op: &str) -> Option<EntryMeta> {
+        self.replaced_row_at(row, 0, key, op)
+    }
+
+    /// [`replaced_row`](Self::replaced_row) with the metadata columns starting at `offset`.
+    fn replaced_row_at(
+        &self,
+        row: Option<PgRow>,
+        offset: usize,
+        key: &CacheKey,
+        op: &str,
+    ) -> Option<EntryMeta> {
         let row = row?;
-        match decode_meta(&row, 0, key.clone()) {
+        match decode_meta(&row, offset, key.clone()) {
             Ok(meta) => Some(meta),
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, op, "a corrupt index row was replaced or removed");
@@ -572,10 +614,11 @@ impl Inner {
             .transpose()?)
     }
 
-    fn upsert(
-        row: &EncodedRow,
-    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(UPSERT_SQL)
+    fn upsert<'r>(
+        sql: &'static str,
+        row: &'r EncodedRow,
+    ) -> sqlx::query::Query<'r, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
             .bind(&row.namespace)
             .bind(&row.id)
             .bind(&row.params)
@@ -603,43 +646,42 @@ impl Inner {
     async fn put_once(&self, key: &CacheKey, row: &EncodedRow) -> Result<Option<EntryMeta>, Fail> {
         let Some(blob) = &row.blob_id else {
             // Inline: one statement, its own transaction.
-            let old = Self::upsert(row).fetch_optional(&self.pool).await?;
+            let old = Self::upsert(UPSERT_SQL, row)
+                .fetch_optional(&self.pool)
+                .await?;
             return Ok(self.replaced_row(old, key, "put"));
         };
-        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
-        let registration = sqlx::query(BLOB_CHECK_SQL)
-            .bind(blob)
-            .fetch_optional(&mut *tx)
+        // One autocommit statement, in READ COMMITTED (the sessions' default, set at connect):
+        // a locking read that waited re-reads the newest row version.
+        let result = Self::upsert(BLOB_UPSERT_SQL, row)
+            .fetch_one(&self.pool)
             .await?;
-        let claimed_at: Option<Option<i64>> = registration
-            .map(|r| r.try_get::<Option<i64>, _>(0))
-            .transpose()?;
-        match claimed_at {
-            Some(None) => {}
-            Some(Some(_)) => {
-                return Err(Error::Conflict {
-                    what: format!("blob {blob}"),
-                    detail: format!(
-                        "entry {key} references a blob being garbage-collected; write the \
-                         blob again"
-                    ),
-                }
-                .into());
+        let registered: i64 = result.try_get(0)?;
+        let usable: bool = result.try_get(1)?;
+        if !usable {
+            let detail = if registered == 0 {
+                format!(
+                    "entry {key} references a blob that is not registered (reserve it before \
+                     committing the entry)"
+                )
+            } else {
+                format!(
+                    "entry {key} references a blob being garbage-collected; write the blob again"
+                )
+            };
+            return Err(Error::Conflict {
+                what: format!("blob {blob}"),
+                detail,
             }
-            None => {
-                return Err(Error::Conflict {
-                    what: format!("blob {blob}"),
-                    detail: format!(
-                        "entry {key} references a blob that is not registered (reserve it \
-                         before committing the entry)"
-                    ),
-                }
-                .into());
-            }
+            .into());
         }
-        let old = Self::upsert(row).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(self.replaced_row(old, key, "put"))
+        let old = match result.try_get::<Option<String>, _>(2 + 2) {
+            // `old.*` is NULL when there was no old row: its `data_type` column (never NULL in a
+            // real row) tells.
+            Ok(Some(_)) => Some(result),
+            _ => None,
+        };
+        Ok(old.and_then(|row| self.replaced_row_at(Some(row), 2, key, "put")))
     }
 
     async fn delete_once(&self, key: &CacheKey) -> Result<Option<EntryMeta>, Fail> {

@@ -441,6 +441,9 @@ impl PostgresConfig {
     /// round trip per connection).
     pub(crate) fn connect_options(&self) -> PgConnectOptions {
         let mut startup: Vec<(&str, String)> = vec![("search_path", quote_ident(&self.schema))];
+        // The GC argument (crate docs) needs READ COMMITTED whatever the server's default: a
+        // blob put is one autocommit statement, so it is set for the session, at no cost.
+        startup.push(("default_transaction_isolation", "read committed".to_owned()));
         startup.push((
             "statement_timeout",
             self.statement_timeout

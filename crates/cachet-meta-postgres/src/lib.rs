@@ -98,9 +98,12 @@
 //! uncommitted write and both commit (write skew). The two are serialized on `B`'s row in
 //! `blobs`:
 //!
-//! - **`put`** (blob entry), one `READ COMMITTED` transaction: `SELECT claimed_at FROM blobs
-//!   WHERE id = B FOR SHARE`; refuse (`Conflict`) if there is no row or it is claimed; then
-//!   upsert the entry; commit. The row lock is held until commit.
+//! - **`put`** (blob entry), one autocommit statement (one round trip) in `READ COMMITTED`:
+//!   `WITH blob AS (SELECT claimed_at FROM blobs WHERE id = B FOR SHARE) ... INSERT INTO
+//!   entries ... WHERE EXISTS (SELECT 1 FROM blob WHERE claimed_at IS NULL)`; the statement
+//!   reports whether the row existed and was unclaimed, and the caller returns `Conflict`
+//!   when it was not (then nothing was written). The share lock is taken before the insert
+//!   runs and held until the statement commits.
 //! - **`claim_unreferenced_blobs`**, one `READ COMMITTED` transaction: (1) `SELECT id FROM
 //!   blobs WHERE <unclaimed, lease expired, looks unreferenced> ... FOR UPDATE SKIP LOCKED`
 //!   locks the candidate rows; (2) a **second statement**, `UPDATE blobs SET claimed_at = now
@@ -127,9 +130,10 @@
 //! `reserve_blob` is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at IS NULL OR
 //! claimed_at < stale` (row-locked, so it serializes with both); `claim_unregistered_blob`
 //! only inserts a row that does not exist (`ON CONFLICT DO NOTHING`), and a referenced blob
-//! always has a row. Both transactions pin `READ COMMITTED` explicitly
-//! (`BEGIN ISOLATION LEVEL READ COMMITTED`); under a server default of `REPEATABLE READ` the
-//! second statement would reuse the first snapshot and case 1 would not hold. The
+//! always has a row. Both run in `READ COMMITTED` whatever the server's default: every
+//! connection sets `default_transaction_isolation` at startup, and the claim also begins with
+//! `BEGIN ISOLATION LEVEL READ COMMITTED`; under `REPEATABLE READ` the claim's second
+//! statement would reuse the first snapshot and case 1 would not hold. The
 //! conformance test `claim_and_put_never_both_succeed` races the two; this argument is what
 //! makes it hold beyond luck.
 //!

@@ -10,7 +10,8 @@
 # The env is also written to $CI_SERVICES_DIR/postgres.env (for `source`).
 #
 # Knobs: CI_SERVICES_DIR (default /tmp/cachet-services; keep it free of spaces),
-#        PG_PORT (default: a free port), PG_DB (default: test),
+#        PG_PORT (default: a free port), PG_DB (default: test), PG_TLS (default 1: TLS with a
+#        self-signed certificate; clients with TLS support use it under sslmode=prefer),
 #        PG_OS_USER (OS user that owns the cluster when run as root; default: postgres),
 #        PGBIN (default: newest /usr/lib/postgresql/*/bin).
 set -euo pipefail
@@ -19,6 +20,10 @@ BASE=${CI_SERVICES_DIR:-/tmp/cachet-services}
 DIR=$BASE/postgres
 DB=${PG_DB:-test}
 log() { echo "[start-postgres] $*" >&2; }
+apt_install() {
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+}
 
 free_port() {  # a port nothing listens on right now (racy, hence the retry loop below)
   if command -v python3 >/dev/null; then
@@ -72,6 +77,19 @@ fi
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres -A trust -E UTF8 --no-locale --no-sync \
   >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; exit 1; }
 
+# TLS with a throwaway self-signed certificate, so that clients built with TLS support test it
+# (they use it by default: sslmode=prefer). PG_TLS=0 turns it off.
+TLS_OPTS=
+if [ "${PG_TLS:-1}" != 0 ]; then
+  command -v openssl >/dev/null || apt_install openssl
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -keyout "$DIR/data/server.key" -out "$DIR/data/server.crt" >/dev/null 2>&1 \
+    || { log "could not make a TLS certificate with openssl"; exit 1; }
+  chmod 600 "$DIR/data/server.key"
+  if [ ${#RUN_AS[@]} -gt 0 ]; then chown "$OS_USER": "$DIR/data/server.key" "$DIR/data/server.crt"; fi
+  TLS_OPTS="-c ssl=on"
+fi
+
 up=
 for attempt in 1 2 3 4 5; do
   PORT=${PG_PORT:-$(free_port)}
@@ -81,7 +99,7 @@ for attempt in 1 2 3 4 5; do
   fi
   # -k: the unix socket goes in $DIR too (not /var/run/postgresql, which may not exist)
   if as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 -o \
-      "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 $TLS_OPTS" \
       start >/dev/null; then
     up=1; break
   fi

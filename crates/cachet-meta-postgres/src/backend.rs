@@ -35,6 +35,42 @@ macro_rules! meta_columns {
     };
 }
 
+/// The columns an entry is written with, in the order of [`insert_values!`] (the binds of
+/// `PostgresMetadata::upsert`).
+macro_rules! insert_columns {
+    () => {
+        "(namespace, id, params, params_jsonb, blob_id, blob_etag, data_type, type_name, \
+         compression, raw_size, stored_size, digest, created_at, updated_at, accessed_at, \
+         access_count, expires_at, tags, user_metadata, user_metadata_jsonb, signature, \
+         inline_data)"
+    };
+}
+
+/// The bind parameters of an entry write.
+macro_rules! insert_values {
+    () => {
+        "$1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20::jsonb, $21, $22"
+    };
+}
+
+/// An upsert replaces every column of an existing entry.
+macro_rules! on_conflict_replace {
+    () => {
+        "ON CONFLICT (namespace, id) DO UPDATE SET params = EXCLUDED.params, \
+         params_jsonb = EXCLUDED.params_jsonb, blob_id = EXCLUDED.blob_id, \
+         blob_etag = EXCLUDED.blob_etag, data_type = EXCLUDED.data_type, \
+         type_name = EXCLUDED.type_name, compression = EXCLUDED.compression, \
+         raw_size = EXCLUDED.raw_size, stored_size = EXCLUDED.stored_size, \
+         digest = EXCLUDED.digest, created_at = EXCLUDED.created_at, \
+         updated_at = EXCLUDED.updated_at, accessed_at = EXCLUDED.accessed_at, \
+         access_count = EXCLUDED.access_count, expires_at = EXCLUDED.expires_at, \
+         tags = EXCLUDED.tags, user_metadata = EXCLUDED.user_metadata, \
+         user_metadata_jsonb = EXCLUDED.user_metadata_jsonb, signature = EXCLUDED.signature, \
+         inline_data = EXCLUDED.inline_data"
+    };
+}
+
 /// Index of `inline_data` in [`GET_SQL`].
 const INLINE_DATA_COLUMN: usize = 17;
 
@@ -60,24 +96,13 @@ const UPSERT_SQL: &str = concat!(
     "WITH old AS (SELECT ",
     meta_columns!(),
     " FROM entries WHERE namespace = $1 AND id = $2 FOR UPDATE), \
-     upsert AS (INSERT INTO entries (namespace, id, params, params_jsonb, blob_id, blob_etag, \
-     data_type, type_name, compression, raw_size, stored_size, digest, created_at, updated_at, \
-     accessed_at, access_count, expires_at, tags, user_metadata, user_metadata_jsonb, \
-     signature, inline_data) \
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20::jsonb, $21, $22) \
-     ON CONFLICT (namespace, id) DO UPDATE SET params = EXCLUDED.params, \
-     params_jsonb = EXCLUDED.params_jsonb, blob_id = EXCLUDED.blob_id, \
-     blob_etag = EXCLUDED.blob_etag, data_type = EXCLUDED.data_type, \
-     type_name = EXCLUDED.type_name, compression = EXCLUDED.compression, \
-     raw_size = EXCLUDED.raw_size, stored_size = EXCLUDED.stored_size, \
-     digest = EXCLUDED.digest, created_at = EXCLUDED.created_at, \
-     updated_at = EXCLUDED.updated_at, accessed_at = EXCLUDED.accessed_at, \
-     access_count = EXCLUDED.access_count, expires_at = EXCLUDED.expires_at, \
-     tags = EXCLUDED.tags, user_metadata = EXCLUDED.user_metadata, \
-     user_metadata_jsonb = EXCLUDED.user_metadata_jsonb, signature = EXCLUDED.signature, \
-     inline_data = EXCLUDED.inline_data RETURNING 1) \
-     SELECT ",
+     upsert AS (INSERT INTO entries ",
+    insert_columns!(),
+    " VALUES (",
+    insert_values!(),
+    ") ",
+    on_conflict_replace!(),
+    " RETURNING 1) SELECT ",
     meta_columns!(),
     " FROM old"
 );
@@ -92,24 +117,13 @@ const BLOB_UPSERT_SQL: &str = concat!(
      old AS (SELECT ",
     meta_columns!(),
     " FROM entries WHERE namespace = $1 AND id = $2 FOR UPDATE), \
-     upsert AS (INSERT INTO entries (namespace, id, params, params_jsonb, blob_id, blob_etag, \
-     data_type, type_name, compression, raw_size, stored_size, digest, created_at, updated_at, \
-     accessed_at, access_count, expires_at, tags, user_metadata, user_metadata_jsonb, \
-     signature, inline_data) \
-     SELECT $1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20::jsonb, $21, $22 \
-     WHERE EXISTS (SELECT 1 FROM blob WHERE claimed_at IS NULL) \
-     ON CONFLICT (namespace, id) DO UPDATE SET params = EXCLUDED.params, \
-     params_jsonb = EXCLUDED.params_jsonb, blob_id = EXCLUDED.blob_id, \
-     blob_etag = EXCLUDED.blob_etag, data_type = EXCLUDED.data_type, \
-     type_name = EXCLUDED.type_name, compression = EXCLUDED.compression, \
-     raw_size = EXCLUDED.raw_size, stored_size = EXCLUDED.stored_size, \
-     digest = EXCLUDED.digest, created_at = EXCLUDED.created_at, \
-     updated_at = EXCLUDED.updated_at, accessed_at = EXCLUDED.accessed_at, \
-     access_count = EXCLUDED.access_count, expires_at = EXCLUDED.expires_at, \
-     tags = EXCLUDED.tags, user_metadata = EXCLUDED.user_metadata, \
-     user_metadata_jsonb = EXCLUDED.user_metadata_jsonb, signature = EXCLUDED.signature, \
-     inline_data = EXCLUDED.inline_data RETURNING 1), \
+     upsert AS (INSERT INTO entries ",
+    insert_columns!(),
+    " SELECT ",
+    insert_values!(),
+    " WHERE EXISTS (SELECT 1 FROM blob WHERE claimed_at IS NULL) ",
+    on_conflict_replace!(),
+    " RETURNING 1), \
      registration AS (SELECT count(*) AS registered, \
      coalesce(bool_and(claimed_at IS NULL), false) AS usable FROM blob) \
      SELECT registration.registered, registration.usable, old.* \

@@ -667,3 +667,26 @@ async fn a_get_costs_one_index_round_trip_plus_one_object_read_and_inline_values
         "a miss: one index statement"
     );
 }
+
+/// The blocking API over the shared backends (its own runtime drives sqlx and object_store).
+#[test]
+fn the_blocking_cache_works_on_postgres_and_s3() {
+    let Some((index, blobs)) = fresh_cache_urls("blocking") else {
+        return;
+    };
+    let cache = cachet_cache::blocking::Cache::builder()
+        .index(index)
+        .blobs(blobs)
+        .build()
+        .expect("open the shared cache from sync code");
+    let big = noise(300_000, 3);
+    cache.insert_bytes("big", big.clone()).unwrap();
+    assert_eq!(cache.get_bytes("big").unwrap().unwrap(), big);
+    let computed: Vec<u32> = cache.get_with("computed", || vec![1, 2, 3]).unwrap();
+    let again: Vec<u32> = cache
+        .get_with("computed", || -> Vec<u32> { unreachable!("cached") })
+        .unwrap();
+    assert_eq!((computed, again), (vec![1, 2, 3], vec![1, 2, 3]));
+    assert!(cache.invalidate("big").unwrap());
+    assert_eq!(cache.get_bytes("big").unwrap(), None);
+}

@@ -42,8 +42,7 @@ if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
   log "PostgreSQL not found; installing from apt"
   mkdir -p /etc/postgresql-common/createcluster.d
   echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/00-ci-no-main.conf
-  apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >&2
+  apt_install postgresql
   PGBIN=$(find_pgbin)
 fi
 

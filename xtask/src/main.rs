@@ -104,9 +104,7 @@ impl Ctx {
             .context("xtask/ has no parent directory")?
             .to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let ci = std::env::var("CI")
-            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-            .unwrap_or(false);
+        let ci = env_flag("CI");
         Ok(Ctx {
             root,
             cargo,

@@ -16,12 +16,12 @@
 //! Values are random (incompressible), so compression is skipped by both. Each workload runs
 //! `--runs` times (default 3) alternating which side goes first; the median is printed.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use cachet::Cache;
 use cachet_benches::{
-    ChunkSource, MIB, STREAM_CHUNK, median, peak_rss_during, random_bytes, stamp,
+    ChunkSource, MIB, gib_per_sec, median, ops_per_sec, peak_rss_during, random_bytes, stamp,
 };
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
@@ -188,14 +188,6 @@ struct Row {
     note: String,
 }
 
-fn per_sec(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn gib_s(bytes: usize, elapsed: Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64() / (1u64 << 30) as f64
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let config = Config::from_args().unwrap_or_else(|e| {
@@ -220,21 +212,22 @@ async fn main() {
         .await
         .expect("open cachet on PostgreSQL + S3");
 
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&database)
-        .await
-        .expect("connect the raw pool");
     let raw_schema = format!("{name}_raw");
+    let mut setup = <sqlx::PgConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("connect to create the raw table");
     for statement in [
         format!("CREATE SCHEMA {raw_schema}"),
         format!("CREATE TABLE {raw_schema}.raw_entries (k TEXT PRIMARY KEY, object TEXT, v BYTEA)"),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
+            .execute(&mut setup)
             .await
             .expect("create the raw table");
     }
+    sqlx::Connection::close(setup)
+        .await
+        .expect("close the setup connection");
     // As cachet's pool: no ping before every acquire (a dead connection fails its statement).
     let pool = PgPoolOptions::new()
         .max_connections(10)
@@ -294,7 +287,7 @@ async fn main() {
             push(
                 &mut small_put,
                 side,
-                per_sec(config.small, started.elapsed()),
+                ops_per_sec(config.small as u64, started.elapsed()),
             );
             let started = Instant::now();
             for i in 0..config.small {
@@ -309,7 +302,7 @@ async fn main() {
             push(
                 &mut small_get,
                 side,
-                per_sec(config.small, started.elapsed()),
+                ops_per_sec(config.small as u64, started.elapsed()),
             );
         }
         cache.flush().await.unwrap();
@@ -349,7 +342,7 @@ async fn main() {
             push(
                 &mut mib_put,
                 side,
-                gib_s(config.mib_values * MIB, started.elapsed()),
+                gib_per_sec((config.mib_values * MIB) as u64, started.elapsed()),
             );
             let started = Instant::now();
             for i in 0..config.mib_values {
@@ -364,7 +357,7 @@ async fn main() {
             push(
                 &mut mib_get,
                 side,
-                gib_s(config.mib_values * MIB, started.elapsed()),
+                gib_per_sec((config.mib_values * MIB) as u64, started.elapsed()),
             );
         }
         cache.flush().await.unwrap();
@@ -410,7 +403,7 @@ async fn main() {
                     })
                 })
             });
-            push(&mut big_put, side, gib_s(config.big, elapsed));
+            push(&mut big_put, side, gib_per_sec(config.big as u64, elapsed));
             let (elapsed, read_peak) = peak_rss_during(|| {
                 tokio::task::block_in_place(|| {
                     handle.block_on(async {
@@ -430,7 +423,7 @@ async fn main() {
                     })
                 })
             });
-            push(&mut big_get, side, gib_s(config.big, elapsed));
+            push(&mut big_get, side, gib_per_sec(config.big as u64, elapsed));
             let peak = peak.unwrap_or(0).max(read_peak.unwrap_or(0));
             if side == Side::Cachet {
                 rss.0 = rss.0.max(peak);
@@ -439,7 +432,6 @@ async fn main() {
             }
         }
     }
-    let _ = STREAM_CHUNK;
     rows.push(row(
         &format!("put {label} (stream)"),
         "GiB/s",

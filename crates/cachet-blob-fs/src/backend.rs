@@ -18,7 +18,7 @@ use cachet_core::{
 };
 
 use crate::config::{FsConfig, FsyncPolicy};
-use crate::layout::{self, ALGORITHMS, Layout};
+use crate::layout::{self, Layout};
 
 /// Capacity of a streaming writer's buffer: small writes are gathered up to this size; larger
 /// chunks go straight to the file.
@@ -219,7 +219,7 @@ impl BlobBackend for FsBlobs {
 
     async fn list(&self) -> Result<BlobInfoStream> {
         let layout = &self.inner.layout;
-        let pending = ALGORITHMS
+        let pending = cachet_core::entry::BLOB_ALGORITHMS
             .iter()
             .rev()
             .map(|algorithm| PendingDir {
@@ -652,7 +652,7 @@ impl Walk {
                     });
                 }
                 Some(shard) if file_type.is_file() => {
-                    let Some(id) = layout::parse_blob_file(dir.algorithm, shard, name) else {
+                    let Some(id) = BlobId::from_sharded_name(dir.algorithm, shard, name) else {
                         continue;
                     };
                     match entry.metadata() {

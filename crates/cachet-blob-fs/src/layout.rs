@@ -24,9 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cachet_core::{BlobId, Timestamp};
 
-/// The digest algorithms whose directories hold blobs, as [`BlobId::algorithm`] names them.
-pub(crate) const ALGORITHMS: [&str; 2] = cachet_core::entry::BLOB_ALGORITHMS;
-
 /// The directory of uploads in progress.
 pub(crate) const TMP_DIR: &str = "tmp";
 
@@ -111,12 +108,6 @@ fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The blob id of the file `name` found in `<algorithm>/<shard>/`, if it is a valid id that
-/// belongs in exactly that shard; `None` for anything else (foreign files).
-pub(crate) fn parse_blob_file(algorithm: &str, shard: &str, name: &str) -> Option<BlobId> {
-    BlobId::from_sharded_name(algorithm, shard, name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,16 +121,6 @@ mod tests {
             layout.blob_path(&id),
             PathBuf::from("/r/xxh3-128/ab/abcdef00000000000000000000000000")
         );
-    }
-
-    #[test]
-    fn parse_blob_file_accepts_only_ids_in_their_own_shard() {
-        let hex = "abcdef00000000000000000000000000";
-        assert!(parse_blob_file("xxh3-128", "ab", hex).is_some());
-        assert!(parse_blob_file("xxh3-128", "ac", hex).is_none());
-        assert!(parse_blob_file("sha256", "ab", hex).is_none());
-        assert!(parse_blob_file("xxh3-128", "AB", &hex.to_uppercase()).is_none());
-        assert!(parse_blob_file("xxh3-128", "ab", "abcd.tmp").is_none());
     }
 
     #[test]

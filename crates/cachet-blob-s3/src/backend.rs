@@ -16,7 +16,7 @@ use object_store::{
 
 use crate::config::{MAX_OBJECT_SIZE, S3Config};
 use crate::error::map_error;
-use crate::layout::{ALGORITHMS, Layout, temp_started_at};
+use crate::layout::{Layout, temp_started_at};
 
 /// What [`S3Config::build`] hands to the backend.
 pub(crate) struct Settings {
@@ -116,7 +116,7 @@ impl Inner {
             let what = id.map_or_else(|| "a streamed blob".to_string(), |id| format!("blob {id}"));
             return Err(Error::Unsupported {
                 what: format!(
-                    "{what} of more than {size} bytes in bucket {}: this backend stores objects \
+                    "{what} of {size} bytes in bucket {}: this backend stores objects \
                      up to 5 GiB (one S3 PutObject or CopyObject)",
                     self.bucket
                 ),
@@ -295,7 +295,7 @@ impl BlobBackend for S3Blobs {
     async fn list(&self) -> Result<BlobInfoStream> {
         let inner = self.inner.clone();
         let name = inner.name;
-        let streams = ALGORITHMS.map(|algorithm| {
+        let streams = cachet_core::entry::BLOB_ALGORITHMS.map(|algorithm| {
             let dir = inner.layout.algorithm_dir(algorithm);
             let what = format!("list of {}/", inner.url(&dir));
             inner

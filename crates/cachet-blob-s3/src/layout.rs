@@ -19,9 +19,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cachet_core::{BlobId, Timestamp};
 use object_store::path::Path;
 
-/// The digest algorithms whose name prefixes hold blobs, as [`BlobId::algorithm`] names them.
-pub(crate) const ALGORITHMS: [&str; 2] = cachet_core::entry::BLOB_ALGORITHMS;
-
 /// The name prefix of temporary uploads, below the store's prefix.
 pub(crate) const TMP_DIR: &str = "tmp";
 
@@ -96,7 +93,7 @@ impl Layout {
         let [algorithm, shard, name] = parts.as_slice() else {
             return None;
         };
-        parse_blob_name(algorithm.as_ref(), shard.as_ref(), name.as_ref())
+        BlobId::from_sharded_name(algorithm.as_ref(), shard.as_ref(), name.as_ref())
     }
 }
 
@@ -105,12 +102,6 @@ pub(crate) fn temp_started_at(name: &str) -> Option<Timestamp> {
     let rest = name.strip_prefix(TMP_PREFIX)?;
     let ms = rest.split('-').next()?.parse::<i64>().ok()?;
     Some(Timestamp(ms))
-}
-
-/// The blob id of the object `name` found in `<algorithm>/<shard>/`, if it is a valid id that
-/// belongs in exactly that shard.
-pub(crate) fn parse_blob_name(algorithm: &str, shard: &str, name: &str) -> Option<BlobId> {
-    BlobId::from_sharded_name(algorithm, shard, name)
 }
 
 #[cfg(test)]

@@ -87,8 +87,8 @@ const KEY_LOCK_POLL_MAX: Duration = Duration::from_millis(200);
 enum KeyLockOutcome {
     /// We hold the lock (`None`: the index has no locks, or taking one failed).
     Held(Option<Box<dyn KeyLock>>),
-    /// Another holder stored the value meanwhile.
-    ValueAppeared,
+    /// Another holder stored the value meanwhile (here, looked up and live).
+    ValueAppeared(Box<StoredEntry>),
 }
 
 async fn release_key_lock(key: &CacheKey, lock: Box<dyn KeyLock>) {
@@ -227,10 +227,19 @@ impl Cache {
 
     /// Reads a live value without counting a hit or miss; returns it with its raw size.
     async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, u64)>> {
-        let Some(entry) = self.lookup_live(key).await? else {
-            return Ok(None);
-        };
-        match self.shared.store.read_value::<T>(&entry).await {
+        match self.lookup_live(key).await? {
+            Some(entry) => self.decode_entry(key, &entry).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes a looked-up entry's value (the integrity policy applies), with its raw size.
+    async fn decode_entry<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        entry: &StoredEntry,
+    ) -> Result<Option<(T, u64)>> {
+        match self.shared.store.read_value::<T>(entry).await {
             Ok(value) => Ok(Some((value, entry.meta.raw_size))),
             Err(e) => self.integrity(key, e),
         }
@@ -513,11 +522,14 @@ impl Cache {
                 }
                 None => {
                     // Nothing completed since we joined: someone may still have inserted
-                    // (before we joined, or another process).
-                    if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
-                        drop(state);
-                        self.hit(&cache_key, bytes, true);
-                        return Ok(value);
+                    // (before we joined, or another process). With per-key locks in the
+                    // index, the look taken with the key's lock (below) covers this.
+                    if !self.index_has_key_locks() {
+                        if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                            drop(state);
+                            self.hit(&cache_key, bytes, true);
+                            return Ok(value);
+                        }
                     }
                     break state;
                 }
@@ -529,8 +541,8 @@ impl Cache {
         // value may show up while we wait for it.
         let key_lock = match self.lock_key_across_processes(&cache_key).await? {
             KeyLockOutcome::Held(lock) => lock,
-            KeyLockOutcome::ValueAppeared => {
-                if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+            KeyLockOutcome::ValueAppeared(entry) => {
+                if let Some((value, bytes)) = self.decode_entry::<T>(&cache_key, &entry).await? {
                     drop(state);
                     self.hit(&cache_key, bytes, true);
                     return Ok(value);
@@ -550,36 +562,48 @@ impl Cache {
     /// Takes the key's lock in the index (other processes and machines), waiting while another
     /// holder computes the value; returns early if the value shows up meanwhile.
     async fn lock_key_across_processes(&self, key: &CacheKey) -> Result<KeyLockOutcome> {
-        let index = self.shared.store.metadata_backend();
-        if !index.capabilities().key_locks {
+        if !self.index_has_key_locks() {
             return Ok(KeyLockOutcome::Held(None));
         }
+        let index = self.shared.store.metadata_backend();
         let mut delay = KEY_LOCK_POLL_MIN;
         loop {
             match index.try_lock_key(key).await {
                 Ok(Some(lock)) => {
                     // The holder before us may have stored the value just before releasing.
-                    if self.lookup_live(key).await?.is_some() {
+                    if let Some(entry) = self.lookup_live(key).await? {
                         release_key_lock(key, lock).await;
-                        return Ok(KeyLockOutcome::ValueAppeared);
+                        return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
                     return Ok(KeyLockOutcome::Held(Some(lock)));
                 }
                 Ok(None) => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(KEY_LOCK_POLL_MAX);
-                    if self.lookup_live(key).await?.is_some() {
-                        return Ok(KeyLockOutcome::ValueAppeared);
+                    if let Some(entry) = self.lookup_live(key).await? {
+                        return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
                 }
                 Err(e) => {
-                    // Computing twice is better than failing a read: go on without the lock.
+                    // Computing twice is better than failing a read: go on without the lock
+                    // (after the look the caller skipped, counting on the lock).
                     tracing::warn!(key = %key, error = %e,
                         "could not take the key's lock in the index; computing without it");
-                    return Ok(KeyLockOutcome::Held(None));
+                    return Ok(match self.lookup_live(key).await? {
+                        Some(entry) => KeyLockOutcome::ValueAppeared(Box::new(entry)),
+                        None => KeyLockOutcome::Held(None),
+                    });
                 }
             }
         }
+    }
+
+    fn index_has_key_locks(&self) -> bool {
+        self.shared
+            .store
+            .metadata_backend()
+            .capabilities()
+            .key_locks
     }
 
     /// Computes the value as the leader (holding the flight's lock), stores it and records the

@@ -83,19 +83,31 @@ fn key_name(k: usize) -> String {
 fn value(key: &str, variant: u64) -> Vec<u8> {
     let seed = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) ^ variant;
     match variant {
-        0 => format!("{key}: small value, stored inline in the index").into_bytes(),
-        1 => noise(40_000, seed),
-        2 => noise(600_000, seed),
+        0 => small_value(key).into_bytes(),
+        1 | 2 => noise(value_len(key, variant), seed),
         // The same content under every key: stored as one object.
-        _ => noise(150_000, 0x5eed),
+        _ => noise(value_len(key, variant), 0x5eed),
     }
 }
 
+fn small_value(key: &str) -> String {
+    format!("{key}: small value, stored inline in the index")
+}
+
+/// The length of [`value`]`(key, variant)`, known without generating it.
+fn value_len(key: &str, variant: u64) -> usize {
+    match variant {
+        0 => small_value(key).len(),
+        1 => 40_000,
+        2 => 600_000,
+        _ => 150_000,
+    }
+}
+
+/// Whether `got` is one of the values written for `key` (only a variant of the right length
+/// is generated and compared).
 fn is_written_value(key: &str, got: &[u8]) -> bool {
-    (0..VARIANTS).any(|v| {
-        let want = value(key, v);
-        want.len() == got.len() && want == got
-    })
+    (0..VARIANTS).any(|v| value_len(key, v) == got.len() && value(key, v) == got)
 }
 
 fn spawn_worker(mode: &str, id: usize, index: &str, blobs: &str, dir: &Path) -> Child {

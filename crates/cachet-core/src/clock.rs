@@ -17,8 +17,12 @@ impl Timestamp {
 
     /// This time plus a duration (saturating).
     pub fn plus(self, d: Duration) -> Timestamp {
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_add(ms))
+        Timestamp(self.0.saturating_add(duration_ms(d)))
+    }
+
+    /// This time minus a duration (saturating).
+    pub fn minus(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_ms(d)))
     }
 
     /// The current wall-clock time.
@@ -69,8 +73,7 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.now.fetch_add(ms, Ordering::SeqCst);
+        self.now.fetch_add(duration_ms(by), Ordering::SeqCst);
     }
 
     /// Sets the clock.
@@ -83,4 +86,9 @@ impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.now.load(Ordering::SeqCst))
     }
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -142,9 +142,9 @@ impl BlobId {
         if !BLOB_ALGORITHMS.contains(&algorithm) {
             return None;
         }
+        // With a known algorithm, a valid id's parts are exactly `algorithm` and `name`.
         let id = BlobId::parse(&format!("{algorithm}-{name}")).ok()?;
-        let in_its_shard = id.algorithm() == algorithm && id.hex() == name && id.shard() == shard;
-        in_its_shard.then_some(id)
+        (id.shard() == shard).then_some(id)
     }
 }
 
@@ -366,8 +366,23 @@ pub struct ListQuery {
     pub expires_at_or_before: Option<Timestamp>,
     /// Start strictly after this key (the last key of the previous page).
     pub after: Option<CacheKey>,
-    /// At most this many entries (0 means the backend's default page size, 1000).
+    /// At most this many entries (0 means [`ListQuery::DEFAULT_LIMIT`]).
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// The page size of a query whose `limit` is 0.
+    pub const DEFAULT_LIMIT: usize = 1000;
+
+    /// The number of entries this query returns at most: `limit`, or
+    /// [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT) when it is 0.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            Self::DEFAULT_LIMIT
+        } else {
+            self.limit
+        }
+    }
 }
 
 /// Totals over the index.
@@ -422,6 +437,16 @@ mod column_tests {
         );
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn from_sharded_name_accepts_only_ids_in_their_own_shard() {
+        let hex = "abcdef00000000000000000000000000";
+        assert!(BlobId::from_sharded_name("xxh3-128", "ab", hex).is_some());
+        assert!(BlobId::from_sharded_name("xxh3-128", "ac", hex).is_none());
+        assert!(BlobId::from_sharded_name("sha256", "ab", hex).is_none());
+        assert!(BlobId::from_sharded_name("xxh3-128", "AB", &hex.to_uppercase()).is_none());
+        assert!(BlobId::from_sharded_name("xxh3-128", "ab", "abcd.tmp").is_none());
     }
 
     #[test]

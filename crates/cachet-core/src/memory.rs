@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::metadata::{KeyLock, MetadataBackend};
 
-const DEFAULT_PAGE: usize = 1000;
 const STREAM_CHUNK: usize = 1 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,11 +150,7 @@ impl MetadataBackend for MemoryMetadata {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
-        let limit = if query.limit == 0 {
-            DEFAULT_PAGE
-        } else {
-            query.limit
-        };
+        let limit = query.effective_limit();
         let index = lock(&self.inner);
         let matches = |m: &EntryMeta| {
             query
@@ -415,23 +410,20 @@ impl BlobBackend for MemoryBlobs {
     }
 
     async fn put(&self, id: &BlobId, data: Bytes) -> Result<BlobReceipt> {
-        // Put-if-absent (the `conditional_put` capability): an existing copy is kept.
-        if let Some(existing) = lock(&self.inner).get(id) {
-            return Ok(BlobReceipt {
-                etag: Some(existing.etag.clone()),
-            });
-        }
-        let etag = format!(
-            "\"m-{}\"",
-            self.generation.fetch_add(1, Ordering::Relaxed) + 1
-        );
-        let stored = StoredBlob {
+        // Put-if-absent (the `conditional_put` capability): an existing copy is kept. One lock
+        // for the check and the insert, so concurrent puts of one id agree on one object.
+        let mut blobs = lock(&self.inner);
+        let stored = blobs.entry(id.clone()).or_insert_with(|| StoredBlob {
             data,
             modified: Timestamp::now(),
-            etag: etag.clone(),
-        };
-        lock(&self.inner).insert(id.clone(), stored);
-        Ok(BlobReceipt { etag: Some(etag) })
+            etag: format!(
+                "\"m-{}\"",
+                self.generation.fetch_add(1, Ordering::Relaxed) + 1
+            ),
+        });
+        Ok(BlobReceipt {
+            etag: Some(stored.etag.clone()),
+        })
     }
 
     async fn writer(&self) -> Result<Box<dyn BlobWriter>> {

@@ -23,9 +23,6 @@ use crate::error::{BACKEND, Fail, retrying};
 use crate::lock;
 use crate::schema;
 
-/// Page size of `list` when `ListQuery::limit` is 0.
-const DEFAULT_PAGE: usize = 1000;
-
 /// The metadata columns, without the key, in the order [`decode_meta`] reads them.
 macro_rules! meta_columns {
     () => {
@@ -139,10 +136,9 @@ const RECORD_ACCESS_SQL: &str = "UPDATE entries AS e SET \
            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(ns, id, at, hits) \
            GROUP BY ns, id) AS v \
      WHERE e.namespace = v.ns AND e.id = v.id";
+/// `$6` is the signature the entry must still carry, or NULL for an unconditional update.
 const UPDATE_EXPIRY_SQL: &str = "UPDATE entries SET expires_at = $3, updated_at = $4, \
-     signature = $5 WHERE namespace = $1 AND id = $2";
-const UPDATE_EXPIRY_GUARDED_SQL: &str = "UPDATE entries SET expires_at = $3, updated_at = $4, \
-     signature = $5 WHERE namespace = $1 AND id = $2 AND signature IS NOT DISTINCT FROM $6";
+     signature = $5 WHERE namespace = $1 AND id = $2 AND ($6::text IS NULL OR signature = $6)";
 const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw, e.stored, b.n, b.bytes FROM \
      (SELECT count(*) AS n, count(*) - count(blob_id) AS inline_n, \
       COALESCE(sum(raw_size), 0)::text AS raw, COALESCE(sum(stored_size), 0)::text AS stored \
@@ -481,13 +477,9 @@ enum Arg {
     Int(i64),
 }
 
-/// The `list` statement for `query`, its arguments, and the effective limit.
-fn list_sql(query: &ListQuery) -> (String, Vec<Arg>, usize) {
-    let limit = if query.limit == 0 {
-        DEFAULT_PAGE
-    } else {
-        query.limit
-    };
+/// The `list` statement for `query` and its arguments.
+fn list_sql(query: &ListQuery) -> (String, Vec<Arg>) {
+    let limit = query.effective_limit();
     let mut sql = String::from(concat!(
         "SELECT namespace, id, ",
         meta_columns!(),
@@ -524,7 +516,7 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Arg>, usize) {
         " ORDER BY namespace, id LIMIT ?",
         Arg::Int(limit_param(limit)),
     );
-    (sql, args, limit)
+    (sql, args)
 }
 
 /// `sum(...)::text` of a stats query as `u64` (saturating; negative means corrupt sizes).
@@ -731,7 +723,7 @@ impl Inner {
     }
 
     async fn list_once(&self, query: &ListQuery) -> Result<Vec<EntryMeta>, Fail> {
-        let (sql, args, limit) = list_sql(query);
+        let (sql, args) = list_sql(query);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for arg in args {
             q = match arg {
@@ -740,7 +732,7 @@ impl Inner {
             };
         }
         let rows = q.fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len().min(limit));
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let key = decode_key(&row)?;
             out.push(decode_meta(&row, 2, key)?);
@@ -767,21 +759,16 @@ impl Inner {
         updated_at: Timestamp,
         signature: Option<&str>,
     ) -> Result<bool, Fail> {
-        let sql = if if_signature.is_some() {
-            UPDATE_EXPIRY_GUARDED_SQL
-        } else {
-            UPDATE_EXPIRY_SQL
-        };
-        let mut q = sqlx::query(sql)
+        let updated = sqlx::query(UPDATE_EXPIRY_SQL)
             .bind(key.namespace())
             .bind(key.id())
             .bind(expires_at.map(|t| t.0))
             .bind(updated_at.0)
-            .bind(signature);
-        if let Some(expected) = if_signature {
-            q = q.bind(expected);
-        }
-        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+            .bind(signature)
+            .bind(if_signature)
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() > 0)
     }
 
     async fn stats_once(&self) -> Result<IndexStats, Fail> {
@@ -1115,10 +1102,5 @@ impl MetadataBackend for PostgresMetadata {
             lock::try_lock_once(&inner.lock_pool, lock_id, key)
         )?;
         Ok(lock.map(|l| Box::new(l) as Box<dyn KeyLock>))
-    }
-
-    /// Nothing is buffered: every call has committed when it returns.
-    async fn flush(&self) -> Result<()> {
-        Ok(())
     }
 }

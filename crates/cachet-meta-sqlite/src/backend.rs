@@ -24,8 +24,6 @@ use crate::config::SqliteConfig;
 use crate::error::{BACKEND, sqlite_error};
 use crate::schema;
 
-/// Page size of `list` when `ListQuery::limit` is 0.
-const DEFAULT_PAGE: usize = 1000;
 /// Prepared statements cached per connection (`list` alone has 16 shapes).
 const STATEMENT_CACHE: usize = 64;
 /// `PRAGMA journal_size_limit`: the WAL file is truncated to this after a checkpoint.
@@ -732,7 +730,7 @@ impl Inner {
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
-        let (sql, args, limit) = list_sql(query);
+        let (sql, args) = list_sql(query);
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&sql)
@@ -740,7 +738,7 @@ impl Inner {
         let mut rows = stmt
             .query(params_from_iter(args))
             .map_err(self.fail("list"))?;
-        let mut out = Vec::with_capacity(limit.min(256));
+        let mut out = Vec::with_capacity(query.effective_limit().min(256));
         while let Some(row) = rows.next().map_err(self.fail("list"))? {
             let key = decode_key(row)?;
             let columns = Columns {
@@ -1337,13 +1335,9 @@ fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
     })
 }
 
-/// The `list` statement for `query`, its arguments, and the effective limit.
-fn list_sql(query: &ListQuery) -> (String, Vec<Value>, usize) {
-    let limit = if query.limit == 0 {
-        DEFAULT_PAGE
-    } else {
-        query.limit
-    };
+/// The `list` statement for `query` and its arguments.
+fn list_sql(query: &ListQuery) -> (String, Vec<Value>) {
+    let limit = query.effective_limit();
     let mut sql = String::from(concat!(
         "SELECT namespace, id, ",
         meta_columns!(),
@@ -1387,7 +1381,7 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Value>, usize) {
     }
     sql.push_str(" ORDER BY namespace, id LIMIT ?");
     args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    (sql, args, limit)
+    (sql, args)
 }
 
 #[cfg(test)]
@@ -1440,7 +1434,7 @@ mod tests {
                 ..ListQuery::default()
             },
         ] {
-            let (sql, args, _) = list_sql(&query);
+            let (sql, args) = list_sql(&query);
             let plan = plan(&sql, args);
             assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
             if query.after.is_some() {

@@ -118,19 +118,18 @@ impl Store {
             let Some(entry) = self.lookup(key).await? else {
                 return Ok(None); // deleted since it was listed
             };
-            let meta = entry.meta.clone();
             let mut reader = self.open_reader(&entry).await?;
+            let meta = entry.meta;
             let opts = PutOptions {
                 expires_at: meta.expires_at,
                 ttl: None,
-                params: meta.params.clone(),
-                tags: meta.tags.clone(),
-                user_metadata: meta.user_metadata.clone(),
+                params: meta.params,
+                tags: meta.tags,
+                user_metadata: meta.user_metadata,
                 compression: Some(meta.compression),
-                type_name: meta.type_name.clone(),
+                type_name: meta.type_name,
             };
-            let mut writer =
-                ValueWriter::new(target.clone(), key.clone(), meta.data_type.clone(), opts)?;
+            let mut writer = ValueWriter::new(target.clone(), key.clone(), meta.data_type, opts)?;
             while let Some(chunk) = reader.next_chunk().await? {
                 writer.write(&chunk).await?;
             }

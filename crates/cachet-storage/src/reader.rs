@@ -63,7 +63,7 @@ impl ValueReader {
                 return Ok(None);
             }
             match self.source.next().await {
-                Some(Ok(chunk)) => self.decoder.feed(&chunk)?,
+                Some(Ok(chunk)) => self.decoder.feed_bytes(chunk)?,
                 Some(Err(e)) => return Err(e),
                 None => {
                     let info = self.decoder.finish()?;

@@ -297,14 +297,13 @@ impl Store {
             meta,
             inline_data: inline,
         };
-        let replaced = match record.inline_data {
-            Some(_) => {
-                if let Container::Streamed(writer) = container {
-                    writer.abort().await?;
-                }
-                self.inner.meta.put(record.clone()).await?
+        // Only a container held in memory is small enough to be inline.
+        let replaced = match &record.meta.location {
+            Location::Inline => self.inner.meta.put(record.clone()).await?,
+            Location::Blob(id) => {
+                let id = id.clone();
+                self.commit_blob(&mut record, id, container).await?
             }
-            None => self.commit_blob(&mut record, container).await?,
         };
         let meta = record.meta;
         if let Some(old) = replaced.as_ref() {
@@ -323,30 +322,22 @@ impl Store {
     async fn commit_blob(
         &self,
         record: &mut EntryRecord,
+        id: BlobId,
         container: Container,
     ) -> Result<Option<EntryMeta>> {
-        let id = match &record.meta.location {
-            Location::Blob(id) => id.clone(),
-            Location::Inline => {
-                return Err(Error::corrupt(
-                    &record.meta.key,
-                    "inline record sent to blob commit",
-                ));
-            }
-        };
         let size = record.meta.stored_size;
         let mut container = Some(container);
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.reserve(&id, size).await?;
-            // Where the store can put-if-absent, a value held in memory is put directly: the
-            // store keeps an existing copy itself, which saves a HEAD request per put of new
-            // content (the common case) at the price of sending a duplicate's bytes. An
-            // existing copy with another encoding of the same content is kept; it reads back
-            // the same (each frame names its codec, the digest checks the result).
-            let put_if_absent = matches!(container, Some(Container::Memory(_)))
-                && self.inner.blobs.capabilities().conditional_put;
+            // Where the store can put-if-absent, the value is published directly: the store
+            // keeps an existing copy itself (a streamed upload is then discarded by `finish`),
+            // which saves a HEAD request per put of new content (the common case) at the price
+            // of sending a duplicate's bytes. An existing copy with another encoding of the
+            // same content is kept; it reads back the same (each frame names its codec, the
+            // digest checks the result).
+            let put_if_absent = self.inner.blobs.capabilities().conditional_put;
             let existing = if put_if_absent {
                 None
             } else {
@@ -399,7 +390,7 @@ impl Store {
         loop {
             let now = self.now();
             let config = &self.inner.config;
-            let stale_before = Timestamp(now.0.saturating_sub(millis(config.stale_claim_after)));
+            let stale_before = now.minus(config.stale_claim_after);
             match self
                 .inner
                 .meta
@@ -448,14 +439,11 @@ impl Store {
         for id in claimed {
             let size = match sizes.get(id) {
                 Some(size) => *size,
-                None => self
-                    .inner
-                    .blobs
-                    .head(id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or(0, |i| i.size),
+                None => match self.inner.blobs.head(id).await {
+                    Ok(Some(info)) => info.size,
+                    Ok(None) => continue, // already gone: nothing to delete
+                    Err(_) => 0,          // the delete below reports what is wrong
+                },
             };
             match self.inner.blobs.delete(id).await {
                 Ok(true) => {
@@ -746,11 +734,7 @@ impl Store {
     /// Safe to run while other processes read and write: see `docs/GC.md`.
     pub async fn gc(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let stale_before = Timestamp(
-            self.now()
-                .0
-                .saturating_sub(millis(self.inner.config.stale_claim_after)),
-        );
+        let stale_before = self.now().minus(self.inner.config.stale_claim_after);
         loop {
             // Blobs a crashed collector claimed but never deleted.
             let abandoned = self
@@ -795,19 +779,11 @@ impl Store {
                 report.bytes_freed += bytes;
             }
         }
-        let cutoff = Timestamp(
-            self.now()
-                .0
-                .saturating_sub(millis(self.inner.config.temporary_max_age)),
-        );
+        let cutoff = self.now().minus(self.inner.config.temporary_max_age);
         report.temporaries_removed = self.inner.blobs.cleanup_temporary(cutoff).await?;
         tracing::info!(?report, "gc finished");
         Ok(report)
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn missing_blob(what: &str, id: &BlobId, e: Error) -> Error {

@@ -48,7 +48,7 @@ pub type DynMetadata = Arc<dyn MetadataBackend>;
 pub const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 /// The page size a backend uses when `ListQuery::limit` is 0.
-pub const DEFAULT_PAGE_SIZE: usize = 1000;
+pub const DEFAULT_PAGE_SIZE: usize = ListQuery::DEFAULT_LIMIT;
 
 /// A "never stale" bound for [`MetadataBackend::reserve_blob`]: no claim is older than this.
 const NEVER_STALE: Timestamp = Timestamp(i64::MIN);

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::filter::EntryFilter;
 use crate::key::CacheKey;
 
 /// The digest of an entry's raw (uncompressed, encoded) content.
@@ -355,15 +356,12 @@ pub struct AccessRecord {
     pub hits: u64,
 }
 
-/// Which entries to list. Results are ordered by `(namespace, id)`; page with `after`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which entries to list: those matching `filter`, ordered by `(namespace, id)`; page with
+/// `after`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
-    /// Only this namespace.
-    pub namespace: Option<String>,
-    /// Only ids starting with this prefix.
-    pub id_prefix: Option<String>,
-    /// Only entries that expire at or before this time (expired entries, for cleanup).
-    pub expires_at_or_before: Option<Timestamp>,
+    /// Which entries (default: all).
+    pub filter: EntryFilter,
     /// Start strictly after this key (the last key of the previous page).
     pub after: Option<CacheKey>,
     /// At most this many entries (0 means [`ListQuery::DEFAULT_LIMIT`]).
@@ -373,6 +371,26 @@ pub struct ListQuery {
 impl ListQuery {
     /// The page size of a query whose `limit` is 0.
     pub const DEFAULT_LIMIT: usize = 1000;
+
+    /// The entries matching `filter`, first page.
+    pub fn matching(filter: EntryFilter) -> Self {
+        ListQuery {
+            filter,
+            ..ListQuery::default()
+        }
+    }
+
+    /// Returns at most `limit` entries per page.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Starts strictly after `key`.
+    pub fn after(mut self, key: CacheKey) -> Self {
+        self.after = Some(key);
+        self
+    }
 
     /// The number of entries this query returns at most: `limit`, or
     /// [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT) when it is 0.

@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod entry;
 pub mod error;
+pub mod filter;
 pub mod key;
 pub mod memory;
 pub mod metadata;
@@ -38,6 +39,9 @@ pub use entry::{
     ListQuery, Location,
 };
 pub use error::{BoxError, Error, Result};
+pub use filter::{Comparison, EntryFilter, FieldCondition, FieldValue};
 pub use key::{CacheKey, KEY_FORMAT_VERSION};
-pub use metadata::{KeyLock, MetadataBackend};
+pub use metadata::{
+    ExpiryUpdate, KeyLock, MetadataBackend, MoveOutcome, PutOutcome, WriteCondition,
+};
 pub use params::{ParamValue, Params};

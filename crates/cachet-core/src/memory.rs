@@ -15,7 +15,10 @@ use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery, Location};
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
-use crate::metadata::{KeyLock, MetadataBackend};
+use crate::filter::EntryFilter;
+use crate::metadata::{
+    ExpiryUpdate, KeyLock, MetadataBackend, MoveOutcome, PutOutcome, WriteCondition,
+};
 
 const STREAM_CHUNK: usize = 1 << 20;
 
@@ -66,6 +69,40 @@ impl KeyLock for MemoryKeyLock {
     }
 }
 
+impl MemoryIndex {
+    /// Fails with `Error::Conflict` unless `id` is registered and not claimed.
+    fn check_blob_usable(&self, id: &BlobId) -> Result<()> {
+        match self.blobs.get(id) {
+            Some(reg) if reg.claimed_at.is_none() => Ok(()),
+            Some(_) => Err(Error::Conflict {
+                what: format!("blob {id}"),
+                detail: "the blob is being garbage-collected; write it again".into(),
+            }),
+            None => Err(Error::Conflict {
+                what: format!("blob {id}"),
+                detail: "the blob is not registered (reserve it before committing an entry)".into(),
+            }),
+        }
+    }
+
+    fn update_expiry(&mut self, update: &ExpiryUpdate) -> bool {
+        match self.entries.get_mut(&update.key) {
+            Some(record)
+                if update
+                    .if_signature
+                    .as_deref()
+                    .is_none_or(|s| record.meta.signature.as_deref() == Some(s)) =>
+            {
+                record.meta.expires_at = update.expires_at;
+                record.meta.updated_at = update.updated_at;
+                record.meta.signature = update.signature.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl MemoryMetadata {
     /// An empty index.
     pub fn new() -> Self {
@@ -106,27 +143,134 @@ impl MetadataBackend for MemoryMetadata {
 
     async fn put(&self, record: EntryRecord) -> Result<Option<EntryMeta>> {
         let mut index = lock(&self.inner);
-        if let Location::Blob(id) = &record.meta.location {
-            match index.blobs.get(id) {
-                Some(reg) if reg.claimed_at.is_none() => {}
-                Some(_) => {
-                    return Err(Error::Conflict {
-                        what: format!("blob {id}"),
-                        detail: "the blob is being garbage-collected; write it again".into(),
-                    });
-                }
-                None => {
-                    return Err(Error::Conflict {
-                        what: format!("blob {id}"),
-                        detail:
-                            "the blob is not registered (reserve it before committing an entry)"
-                                .into(),
-                    });
-                }
-            }
+        if let Some(id) = record.meta.location.blob_id() {
+            index.check_blob_usable(id)?;
         }
         let key = record.meta.key.clone();
         Ok(index.entries.insert(key, record).map(|old| old.meta))
+    }
+
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>> {
+        let index = lock(&self.inner);
+        Ok(keys.iter().map(|k| index.entries.get(k).cloned()).collect())
+    }
+
+    async fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        let index = lock(&self.inner);
+        Ok(keys
+            .iter()
+            .map(|k| index.entries.get(k).map(|r| r.meta.clone()))
+            .collect())
+    }
+
+    async fn put_many(
+        &self,
+        records: Vec<EntryRecord>,
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>> {
+        let mut index = lock(&self.inner);
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            let exists = index.entries.contains_key(&record.meta.key);
+            let applies = match condition {
+                WriteCondition::Always => true,
+                WriteCondition::IfAbsent => !exists,
+                WriteCondition::IfPresent => exists,
+            };
+            let outcome = if !applies {
+                PutOutcome::ConditionFailed
+            } else if record
+                .meta
+                .location
+                .blob_id()
+                .is_some_and(|id| index.check_blob_usable(id).is_err())
+            {
+                PutOutcome::BlobUnavailable
+            } else {
+                let key = record.meta.key.clone();
+                PutOutcome::Written {
+                    replaced: index.entries.insert(key, record).map(|old| old.meta),
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        let mut index = lock(&self.inner);
+        Ok(keys
+            .iter()
+            .map(|k| index.entries.remove(k).map(|r| r.meta))
+            .collect())
+    }
+
+    async fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        filter.validate()?;
+        let mut index = lock(&self.inner);
+        let matching: Vec<CacheKey> = index
+            .entries
+            .values()
+            .filter(|r| filter.matches(&r.meta))
+            .take(limit)
+            .map(|r| r.meta.key.clone())
+            .collect();
+        Ok(matching
+            .iter()
+            .filter_map(|k| index.entries.remove(k))
+            .map(|r| r.meta)
+            .collect())
+    }
+
+    async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
+        let mut index = lock(&self.inner);
+        Ok(updates
+            .iter()
+            .map(|u| index.update_expiry(u))
+            .collect())
+    }
+
+    async fn move_entry(
+        &self,
+        from: &CacheKey,
+        to: EntryMeta,
+        overwrite: bool,
+    ) -> Result<MoveOutcome> {
+        let mut index = lock(&self.inner);
+        let Some(source) = index.entries.get(from) else {
+            return Ok(MoveOutcome::SourceMissing);
+        };
+        if source.meta.digest != to.digest || source.meta.location != to.location {
+            return Ok(MoveOutcome::SourceChanged);
+        }
+        if !overwrite && index.entries.contains_key(&to.key) {
+            return Ok(MoveOutcome::DestinationExists);
+        }
+        let source = index.entries.remove(from).expect("checked above under the same lock");
+        let key = to.key.clone();
+        let record = EntryRecord {
+            meta: to,
+            inline_data: source.inline_data,
+        };
+        Ok(MoveOutcome::Moved {
+            replaced: index.entries.insert(key, record).map(|old| old.meta),
+        })
+    }
+
+    async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
+        let index = lock(&self.inner);
+        let mut counts: HashMap<&BlobId, u64> = ids.iter().map(|id| (id, 0)).collect();
+        for record in index.entries.values() {
+            if let Some(count) = record
+                .meta
+                .location
+                .blob_id()
+                .and_then(|id| counts.get_mut(id))
+            {
+                *count += 1;
+            }
+        }
+        Ok(ids.iter().map(|id| counts[id]).collect())
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
@@ -152,19 +296,7 @@ impl MetadataBackend for MemoryMetadata {
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
         let limit = query.effective_limit();
         let index = lock(&self.inner);
-        let matches = |m: &EntryMeta| {
-            query
-                .namespace
-                .as_deref()
-                .is_none_or(|ns| m.key.namespace() == ns)
-                && query
-                    .id_prefix
-                    .as_deref()
-                    .is_none_or(|p| m.key.id().starts_with(p))
-                && query
-                    .expires_at_or_before
-                    .is_none_or(|t| m.expires_at.is_some_and(|e| e <= t))
-        };
+        query.filter.validate()?;
         let iter: Box<dyn Iterator<Item = &EntryRecord>> = match &query.after {
             Some(after) => Box::new(
                 index
@@ -179,7 +311,7 @@ impl MetadataBackend for MemoryMetadata {
         };
         Ok(iter
             .map(|r| &r.meta)
-            .filter(|m| matches(m))
+            .filter(|m| query.filter.matches(m))
             .take(limit)
             .cloned()
             .collect())
@@ -204,18 +336,14 @@ impl MetadataBackend for MemoryMetadata {
         updated_at: Timestamp,
         signature: Option<String>,
     ) -> Result<bool> {
-        let mut index = lock(&self.inner);
-        match index.entries.get_mut(key) {
-            Some(record)
-                if if_signature.is_none_or(|s| record.meta.signature.as_deref() == Some(s)) =>
-            {
-                record.meta.expires_at = expires_at;
-                record.meta.updated_at = updated_at;
-                record.meta.signature = signature;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let update = ExpiryUpdate {
+            key: key.clone(),
+            if_signature: if_signature.map(str::to_owned),
+            expires_at,
+            updated_at,
+            signature,
+        };
+        Ok(lock(&self.inner).update_expiry(&update))
     }
 
     async fn stats(&self) -> Result<IndexStats> {

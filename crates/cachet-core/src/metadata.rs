@@ -6,7 +6,69 @@ use crate::capabilities::MetadataCapabilities;
 use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery};
 use crate::error::Result;
+use crate::filter::EntryFilter;
 use crate::key::CacheKey;
+
+/// When a write in [`MetadataBackend::put_many`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteCondition {
+    /// Insert or replace (what [`MetadataBackend::put`] does).
+    #[default]
+    Always,
+    /// Only if no entry has the key (copy without overwrite).
+    IfAbsent,
+    /// Only if an entry has the key (update).
+    IfPresent,
+}
+
+/// What happened to one record of [`MetadataBackend::put_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutOutcome {
+    /// The record was written; `replaced` is the entry it replaced, if any.
+    Written {
+        /// The metadata of the replaced entry.
+        replaced: Option<EntryMeta>,
+    },
+    /// The [`WriteCondition`] did not hold; nothing was written for this record.
+    ConditionFailed,
+    /// The record's blob is not registered or is claimed by a collector; nothing was written
+    /// for this record (reserve the blob again and retry).
+    BlobUnavailable,
+}
+
+/// One change of [`MetadataBackend::update_expiry_many`] (the fields of
+/// [`MetadataBackend::update_expiry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryUpdate {
+    /// Which entry.
+    pub key: CacheKey,
+    /// Apply only while the entry's signature is this one (`None`: unconditionally).
+    pub if_signature: Option<String>,
+    /// The new expiry.
+    pub expires_at: Option<Timestamp>,
+    /// The new `updated_at`.
+    pub updated_at: Timestamp,
+    /// The new signature.
+    pub signature: Option<String>,
+}
+
+/// What [`MetadataBackend::move_entry`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MoveOutcome {
+    /// The entry now lives at the new key only; `replaced` is the destination entry it
+    /// replaced (with `overwrite`).
+    Moved {
+        /// The metadata of the replaced destination entry.
+        replaced: Option<EntryMeta>,
+    },
+    /// No entry has the source key.
+    SourceMissing,
+    /// The source entry's content (digest or location) is not the one given: it was rewritten
+    /// since it was read. Nothing changed.
+    SourceChanged,
+    /// An entry has the destination key and `overwrite` was off. Nothing changed.
+    DestinationExists,
+}
 
 /// An index of entries plus a registry of blobs.
 ///
@@ -174,6 +236,84 @@ pub trait MetadataBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Removes only registrations that are still claimed; ids that are not claimed are ignored.
     async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()>;
+
+    /// Reads many entries, with their inline data, in one round trip.
+    ///
+    /// # Behavior
+    /// - Returns one slot per key, in the order of `keys` (a key may repeat): the record as
+    ///   [`get`](Self::get) would return it, or `None` when the key does not exist.
+    /// - The entries are read from one consistent snapshot where the backend has transactions.
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>>;
+
+    /// Reads many entries' metadata, without inline data, in one round trip.
+    ///
+    /// # Behavior
+    /// - Same as [`get_many`](Self::get_many) but never loads inline data.
+    async fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>>;
+
+    /// Writes many records in one transaction, each under `condition`.
+    ///
+    /// # Behavior
+    /// - Returns one outcome per record, in order. A record whose condition does not hold, or
+    ///   whose blob is not registered or is claimed ([`PutOutcome::BlobUnavailable`]), is not
+    ///   written; the others are (one record's outcome never undoes another's).
+    /// - Records are applied in order: a later record with the same key sees the earlier one.
+    /// - Other readers see all of the batch's writes or none of them (where the backend has
+    ///   transactions).
+    /// - Otherwise each write behaves as [`put`](Self::put).
+    async fn put_many(
+        &self,
+        records: Vec<EntryRecord>,
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>>;
+
+    /// Deletes many entries in one transaction.
+    ///
+    /// # Behavior
+    /// - Returns one slot per key, in order: the removed entry's metadata, or `None` if the key
+    ///   did not exist (or was already removed earlier in the same batch).
+    /// - Otherwise each delete behaves as [`delete`](Self::delete).
+    async fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>>;
+
+    /// Deletes entries matching a filter, evaluated by the index itself (no entry is read
+    /// into the caller to be tested).
+    ///
+    /// # Behavior
+    /// - Deletes at most `limit` entries matching `filter` (see [`EntryFilter::matches`] for
+    ///   the exact semantics) and returns their metadata; call again until it returns nothing.
+    /// - The match and the delete are one atomic step: an entry rewritten concurrently so that
+    ///   it no longer matches is not deleted.
+    /// - Does not delete blobs (see [`delete`](Self::delete)).
+    async fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>>;
+
+    /// Applies many expiry changes in one transaction.
+    ///
+    /// # Behavior
+    /// - Returns one flag per update, in order: whether it applied, exactly as
+    ///   [`update_expiry`](Self::update_expiry) would.
+    async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>>;
+
+    /// Moves an entry to another key atomically: afterwards exactly one of the two keys holds
+    /// it, whatever fails or runs concurrently.
+    ///
+    /// # Behavior
+    /// - `to` is the complete metadata of the destination entry (its key is the destination);
+    ///   it is written as given, with the source's inline data.
+    /// - The source must exist with the same digest and location as `to`
+    ///   ([`MoveOutcome::SourceChanged`] otherwise); the destination must not exist unless
+    ///   `overwrite` ([`MoveOutcome::DestinationExists`]). When a check fails nothing changes.
+    /// - The source delete and the destination write are one transaction, so a blob the entry
+    ///   references stays referenced throughout (no collector can claim it in between).
+    /// - `from` and `to.key` must differ (the caller handles a move onto itself).
+    async fn move_entry(&self, from: &CacheKey, to: EntryMeta, overwrite: bool)
+    -> Result<MoveOutcome>;
+
+    /// Counts the entries referencing each blob (for verification: a stored blob no entry
+    /// references is an orphan).
+    ///
+    /// # Behavior
+    /// - Returns one count per id, in order; an id no entry references counts 0.
+    async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>>;
 
     /// Tries to take the lock of one key, for computing its value once across every user of
     /// the index (stampede protection beyond one process).

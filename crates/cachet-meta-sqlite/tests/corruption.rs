@@ -107,10 +107,9 @@ async fn tampered_columns_yield_corrupt_naming_key_and_column() {
             assert_corrupt(index.get_meta(&key).await, &key, column);
             assert_corrupt(
                 index
-                    .list(&ListQuery {
-                        namespace: Some("tampered".into()),
-                        ..ListQuery::default()
-                    })
+                    .list(&ListQuery::matching(
+                        cachet_core::EntryFilter::all().namespace("tampered"),
+                    ))
                     .await,
                 &key,
                 column,

@@ -728,11 +728,7 @@ async fn list_pages_through_entries_in_key_order() {
             .unwrap();
     }
     let mut seen = Vec::new();
-    let mut query = ListQuery {
-        namespace: Some("ns".into()),
-        limit: 10,
-        ..Default::default()
-    };
+    let mut query = ListQuery::matching(cachet_core::EntryFilter::all().namespace("ns")).with_limit(10);
     loop {
         let page = f.store.list(&query).await.unwrap();
         if page.is_empty() {

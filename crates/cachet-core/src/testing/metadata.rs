@@ -38,6 +38,7 @@ use crate::entry::{
     ListQuery, Location,
 };
 use crate::error::{Error, Result};
+use crate::filter::EntryFilter;
 use crate::key::CacheKey;
 use crate::metadata::MetadataBackend;
 
@@ -909,19 +910,13 @@ pub async fn list_filters_by_namespace(backend: &DynMetadata) {
     for (ns, id) in [("", "x"), ("a", "x"), ("a", "y"), ("ab", "x"), ("a-", "x")] {
         put_ok(backend, sample_record(&test_key(ns, id))).await;
     }
-    let query = ListQuery {
-        namespace: Some("a".into()),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::matching(EntryFilter::all().namespace("a"));
     assert_eq!(
         keys_of(&list_ok(backend, &query).await),
         vec![test_key("a", "x"), test_key("a", "y")],
         "namespace filter must match the namespace exactly"
     );
-    let query = ListQuery {
-        namespace: Some(String::new()),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::matching(EntryFilter::all().namespace(""));
     assert_eq!(
         keys_of(&list_ok(backend, &query).await),
         vec![test_key("", "x")],
@@ -962,20 +957,14 @@ pub async fn list_filters_by_id_prefix(backend: &DynMetadata) {
         ("é", vec![test_key("", "é"), test_key("", "éa")]),
     ];
     for (prefix, want) in cases {
-        let query = ListQuery {
-            id_prefix: Some(prefix.into()),
-            ..ListQuery::default()
-        };
+        let query = ListQuery::matching(EntryFilter::all().id_prefix(prefix));
         assert_eq!(
             keys_of(&list_ok(backend, &query).await),
             want,
             "id prefix {prefix:?} must match ids starting with it, literally and case-sensitively"
         );
     }
-    let query = ListQuery {
-        id_prefix: Some(String::new()),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::matching(EntryFilter::all().id_prefix(""));
     assert_eq!(
         list_ok(backend, &query).await.len(),
         ids.len() + 1,
@@ -996,10 +985,7 @@ pub async fn list_filters_by_expiry(backend: &DynMetadata) {
         record.meta.expires_at = expires.map(Timestamp);
         put_ok(backend, record).await;
     }
-    let query = ListQuery {
-        expires_at_or_before: Some(T0),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::matching(EntryFilter::all().expires_at_or_before(T0));
     assert_eq!(
         keys_of(&list_ok(backend, &query).await),
         vec![test_key("", "early"), test_key("", "exact")],
@@ -1020,9 +1006,10 @@ pub async fn list_filters_by_namespace_prefix_and_expiry(backend: &DynMetadata) 
         }
     }
     let query = ListQuery {
-        namespace: Some("n".into()),
-        id_prefix: Some("p".into()),
-        expires_at_or_before: Some(T0),
+        filter: EntryFilter::all()
+            .namespace("n")
+            .id_prefix("p")
+            .expires_at_or_before(T0),
         after: Some(test_key("n", "p1")),
         limit: 2,
     };
@@ -1061,10 +1048,12 @@ pub async fn list_pages_visit_each_entry_once(backend: &DynMetadata) {
             let page = list_ok(
                 backend,
                 &ListQuery {
-                    namespace: filter.clone(),
+                    filter: EntryFilter {
+                        namespace: filter.clone(),
+                        ..EntryFilter::default()
+                    },
                     after: after.clone(),
                     limit: 4,
-                    ..ListQuery::default()
                 },
             )
             .await;

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod archive;
 mod config;
 mod copy;
 mod encode;
@@ -42,6 +43,7 @@ pub mod format;
 mod reader;
 mod signing;
 mod store;
+mod verify;
 mod writer;
 
 pub use config::StoreConfig;

@@ -57,7 +57,7 @@ pub struct PutOptions {
 pub struct StoredEntry {
     /// The entry's metadata (signature already verified when signing is on).
     pub meta: EntryMeta,
-    inline: Option<Bytes>,
+    pub(crate) inline: Option<Bytes>,
 }
 
 /// What garbage collection did.
@@ -410,7 +410,7 @@ impl Store {
     /// writer's lease is left for the next [`Store::gc`]), given with their stored sizes (from
     /// the entries that referenced them, so no HEAD request is needed to count the bytes).
     /// Returns (blobs deleted, bytes freed).
-    async fn reclaim(&self, blobs: &[(BlobId, u64)]) -> (u64, u64) {
+    pub(crate) async fn reclaim(&self, blobs: &[(BlobId, u64)]) -> (u64, u64) {
         let result = async {
             let ids: Vec<BlobId> = blobs.iter().map(|(id, _)| id.clone()).collect();
             let claimed = self

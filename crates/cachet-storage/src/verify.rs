@@ -1,0 +1,1 @@
+//! Verification and repair of a whole store (being written).

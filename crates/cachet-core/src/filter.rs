@@ -216,11 +216,7 @@ impl FieldCondition {
     }
 
     /// `field <op> value`.
-    pub fn compare(
-        field: impl Into<String>,
-        op: Comparison,
-        value: impl Into<FieldValue>,
-    ) -> Self {
+    pub fn compare(field: impl Into<String>, op: Comparison, value: impl Into<FieldValue>) -> Self {
         FieldCondition::Compare {
             field: field.into(),
             op,
@@ -268,7 +264,9 @@ impl FieldCondition {
         let bad = |detail: &str| Error::config("filter condition", format!("`{text}`: {detail}"));
         let trimmed = text.trim();
         if let Some(field) = trimmed.strip_suffix('?') {
-            return Ok(FieldCondition::exists(check_field(field.trim()).map_err(|d| bad(d))?));
+            return Ok(FieldCondition::exists(
+                check_field(field.trim()).map_err(|d| bad(d))?,
+            ));
         }
         if let Some((field, list)) = split_in(trimmed) {
             let field = check_field(field).map_err(|d| bad(d))?;
@@ -299,7 +297,9 @@ impl FieldCondition {
             .iter()
             .filter_map(|(symbol, op)| trimmed.find(symbol).map(|at| (at, *symbol, *op)))
             .min_by_key(|(at, symbol, _)| (*at, std::cmp::Reverse(symbol.len())))
-            .ok_or_else(|| bad("no operator; write field=value, field>=value, field in (a, b) or field?"))?;
+            .ok_or_else(|| {
+                bad("no operator; write field=value, field>=value, field in (a, b) or field?")
+            })?;
         let field = check_field(trimmed[..at].trim()).map_err(|d| bad(d))?;
         let value = parse_value(trimmed[at + symbol.len()..].trim());
         let condition = FieldCondition::compare(field, op, value);
@@ -555,23 +555,24 @@ impl EntryFilter {
     /// query language.
     pub fn matches(&self, meta: &EntryMeta) -> bool {
         let key = &meta.key;
-        self.namespace.as_deref().is_none_or(|ns| key.namespace() == ns)
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| key.namespace() == ns)
             && self
                 .id_prefix
                 .as_deref()
                 .is_none_or(|p| key.id().starts_with(p))
             && self.tags.iter().all(|t| meta.tags.contains(t))
-            && self
-                .params
-                .iter()
-                .all(|c| c.matches(meta.params.as_ref()))
+            && self.params.iter().all(|c| c.matches(meta.params.as_ref()))
             && self
                 .metadata
                 .iter()
                 .all(|c| c.matches(meta.user_metadata.as_ref()))
             && self.data_type.as_ref().is_none_or(|t| &meta.data_type == t)
             && self.created_before.is_none_or(|t| meta.created_at < t)
-            && self.created_at_or_after.is_none_or(|t| meta.created_at >= t)
+            && self
+                .created_at_or_after
+                .is_none_or(|t| meta.created_at >= t)
             && self.accessed_before.is_none_or(|t| meta.accessed_at < t)
             && self
                 .expires_at_or_before
@@ -589,18 +590,46 @@ mod tests {
     #[test]
     fn numbers_compare_across_integer_and_float() {
         let meta = json!({"accuracy": 0.95, "epochs": 10});
-        assert!(FieldCondition::parse("accuracy>=0.9").unwrap().matches(Some(&meta)));
-        assert!(!FieldCondition::parse("accuracy<0.9").unwrap().matches(Some(&meta)));
-        assert!(FieldCondition::parse("epochs=10.0").unwrap().matches(Some(&meta)));
-        assert!(FieldCondition::parse("epochs in (5, 10)").unwrap().matches(Some(&meta)));
+        assert!(
+            FieldCondition::parse("accuracy>=0.9")
+                .unwrap()
+                .matches(Some(&meta))
+        );
+        assert!(
+            !FieldCondition::parse("accuracy<0.9")
+                .unwrap()
+                .matches(Some(&meta))
+        );
+        assert!(
+            FieldCondition::parse("epochs=10.0")
+                .unwrap()
+                .matches(Some(&meta))
+        );
+        assert!(
+            FieldCondition::parse("epochs in (5, 10)")
+                .unwrap()
+                .matches(Some(&meta))
+        );
     }
 
     #[test]
     fn a_field_of_another_kind_or_absent_matches_nothing_not_even_not_equal() {
         let meta = json!({"model": "xgboost", "n": null});
-        assert!(!FieldCondition::parse("model>=1").unwrap().matches(Some(&meta)));
-        assert!(!FieldCondition::parse("model!=1").unwrap().matches(Some(&meta)));
-        assert!(!FieldCondition::parse("missing!=1").unwrap().matches(Some(&meta)));
+        assert!(
+            !FieldCondition::parse("model>=1")
+                .unwrap()
+                .matches(Some(&meta))
+        );
+        assert!(
+            !FieldCondition::parse("model!=1")
+                .unwrap()
+                .matches(Some(&meta))
+        );
+        assert!(
+            !FieldCondition::parse("missing!=1")
+                .unwrap()
+                .matches(Some(&meta))
+        );
         assert!(!FieldCondition::parse("n=1").unwrap().matches(Some(&meta)));
         assert!(FieldCondition::parse("n?").unwrap().matches(Some(&meta)));
         assert!(!FieldCondition::parse("model=1").unwrap().matches(None));
@@ -636,6 +665,10 @@ mod tests {
             let err = FieldCondition::parse(text).unwrap_err();
             assert!(matches!(err, Error::Config { .. }), "{text}: {err}");
         }
-        assert!(FieldCondition::compare("x", Comparison::Eq, f64::NAN).validate().is_err());
+        assert!(
+            FieldCondition::compare("x", Comparison::Eq, f64::NAN)
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -14,8 +14,8 @@ use crate::capabilities::{BlobCapabilities, MetadataCapabilities};
 use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery, Location};
 use crate::error::{Error, Result};
-use crate::key::CacheKey;
 use crate::filter::EntryFilter;
+use crate::key::CacheKey;
 use crate::metadata::{
     ExpiryUpdate, KeyLock, MetadataBackend, MoveOutcome, PutOutcome, WriteCondition,
 };
@@ -224,10 +224,7 @@ impl MetadataBackend for MemoryMetadata {
 
     async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
         let mut index = lock(&self.inner);
-        Ok(updates
-            .iter()
-            .map(|u| index.update_expiry(u))
-            .collect())
+        Ok(updates.iter().map(|u| index.update_expiry(u)).collect())
     }
 
     async fn move_entry(
@@ -246,7 +243,10 @@ impl MetadataBackend for MemoryMetadata {
         if !overwrite && index.entries.contains_key(&to.key) {
             return Ok(MoveOutcome::DestinationExists);
         }
-        let source = index.entries.remove(from).expect("checked above under the same lock");
+        let source = index
+            .entries
+            .remove(from)
+            .expect("checked above under the same lock");
         let key = to.key.clone();
         let record = EntryRecord {
             meta: to,

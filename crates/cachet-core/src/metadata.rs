@@ -305,8 +305,12 @@ pub trait MetadataBackend: Send + Sync + 'static {
     /// - The source delete and the destination write are one transaction, so a blob the entry
     ///   references stays referenced throughout (no collector can claim it in between).
     /// - `from` and `to.key` must differ (the caller handles a move onto itself).
-    async fn move_entry(&self, from: &CacheKey, to: EntryMeta, overwrite: bool)
-    -> Result<MoveOutcome>;
+    async fn move_entry(
+        &self,
+        from: &CacheKey,
+        to: EntryMeta,
+        overwrite: bool,
+    ) -> Result<MoveOutcome>;
 
     /// Counts the entries referencing each blob (for verification: a stored blob no entry
     /// references is an orphan).

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use serde_json::json;
 
+use super::management::*;
 use crate::clock::Timestamp;
 use crate::entry::{
     AccessRecord, BlobId, Compression, ContentDigest, DataType, EntryMeta, EntryRecord, IndexStats,
@@ -171,14 +172,19 @@ pub fn rich_record(key: &CacheKey) -> EntryRecord {
 }
 
 /// Registers `blob` with `size` and a lease until `lease_until` (never taking over a claim).
-async fn reserve(backend: &DynMetadata, blob: &BlobId, size: u64, lease_until: Timestamp) {
+pub(crate) async fn reserve(
+    backend: &DynMetadata,
+    blob: &BlobId,
+    size: u64,
+    lease_until: Timestamp,
+) {
     backend
         .reserve_blob(blob, size, lease_until, NEVER_STALE)
         .await
         .unwrap_or_else(|e| panic!("reserve_blob({blob}) failed: {e}"));
 }
 
-async fn put_ok(backend: &DynMetadata, record: EntryRecord) -> Option<EntryMeta> {
+pub(crate) async fn put_ok(backend: &DynMetadata, record: EntryRecord) -> Option<EntryMeta> {
     let key = record.meta.key.clone();
     backend
         .put(record)
@@ -186,7 +192,7 @@ async fn put_ok(backend: &DynMetadata, record: EntryRecord) -> Option<EntryMeta>
         .unwrap_or_else(|e| panic!("put({key}) failed: {e}"))
 }
 
-async fn get_ok(backend: &DynMetadata, key: &CacheKey) -> Option<EntryRecord> {
+pub(crate) async fn get_ok(backend: &DynMetadata, key: &CacheKey) -> Option<EntryRecord> {
     backend
         .get(key)
         .await
@@ -200,14 +206,14 @@ async fn stats_ok(backend: &DynMetadata) -> IndexStats {
         .unwrap_or_else(|e| panic!("stats() failed: {e}"))
 }
 
-async fn list_ok(backend: &DynMetadata, query: &ListQuery) -> Vec<EntryMeta> {
+pub(crate) async fn list_ok(backend: &DynMetadata, query: &ListQuery) -> Vec<EntryMeta> {
     backend
         .list(query)
         .await
         .unwrap_or_else(|e| panic!("list({query:?}) failed: {e}"))
 }
 
-async fn claim_ok(
+pub(crate) async fn claim_ok(
     backend: &DynMetadata,
     candidates: Option<&[BlobId]>,
     now: Timestamp,
@@ -228,7 +234,7 @@ fn assert_conflict<T: std::fmt::Debug>(result: Result<T>, what: &str) {
     }
 }
 
-fn keys_of(metas: &[EntryMeta]) -> Vec<CacheKey> {
+pub(crate) fn keys_of(metas: &[EntryMeta]) -> Vec<CacheKey> {
     metas.iter().map(|m| m.key.clone()).collect()
 }
 
@@ -2178,6 +2184,24 @@ where
         key_locks_of_different_keys_are_independent,
         dropped_key_lock_is_released,
         key_locks_are_unsupported_only_without_the_capability,
+        list_applies_every_filter_like_the_reference,
+        filtered_list_pages_visit_each_match_once,
+        invalid_filters_are_refused,
+        delete_matching_deletes_exactly_the_matches,
+        delete_matching_agrees_with_list_for_every_filter,
+        get_many_returns_records_in_input_order,
+        get_many_answers_large_batches,
+        put_many_writes_every_record,
+        put_many_conditions_apply_per_record_in_order,
+        put_many_reports_unavailable_blobs_and_writes_the_rest,
+        delete_many_reports_each_key,
+        update_expiry_many_applies_each_update,
+        move_entry_moves_metadata_and_inline_data,
+        move_entry_refuses_an_existing_destination_unless_asked,
+        move_entry_reports_a_missing_or_changed_source,
+        move_entry_keeps_its_blob_referenced,
+        concurrent_move_and_delete_leave_one_entry_or_none,
+        count_blob_references_counts_entries_per_blob,
     );
     assert!(
         failures.is_empty(),

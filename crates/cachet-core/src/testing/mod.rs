@@ -8,6 +8,7 @@
 //! }
 //! ```
 pub mod blob;
+pub mod management;
 pub mod metadata;
 
 /// Reads the environment variable that points a test at an external service (for example

@@ -265,11 +265,11 @@ impl FieldCondition {
         let trimmed = text.trim();
         if let Some(field) = trimmed.strip_suffix('?') {
             return Ok(FieldCondition::exists(
-                check_field(field.trim()).map_err(|d| bad(d))?,
+                check_field(field.trim()).map_err(bad)?,
             ));
         }
         if let Some((field, list)) = split_in(trimmed) {
-            let field = check_field(field).map_err(|d| bad(d))?;
+            let field = check_field(field).map_err(bad)?;
             let inner = list
                 .strip_prefix('(')
                 .and_then(|l| l.strip_suffix(')'))
@@ -300,7 +300,7 @@ impl FieldCondition {
             .ok_or_else(|| {
                 bad("no operator; write field=value, field>=value, field in (a, b) or field?")
             })?;
-        let field = check_field(trimmed[..at].trim()).map_err(|d| bad(d))?;
+        let field = check_field(trimmed[..at].trim()).map_err(bad)?;
         let value = parse_value(trimmed[at + symbol.len()..].trim());
         let condition = FieldCondition::compare(field, op, value);
         condition.validate()?;

@@ -22,6 +22,9 @@ pub enum WriteCondition {
 }
 
 /// What happened to one record of [`MetadataBackend::put_many`].
+// Not boxed: the replaced entry's metadata is what callers read next (to reclaim its blob),
+// and a batch's outcomes are one allocation whatever their size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PutOutcome {
     /// The record was written; `replaced` is the entry it replaced, if any.
@@ -53,6 +56,7 @@ pub struct ExpiryUpdate {
 }
 
 /// What [`MetadataBackend::move_entry`] did.
+#[allow(clippy::large_enum_variant)] // as PutOutcome
 #[derive(Debug, Clone, PartialEq)]
 pub enum MoveOutcome {
     /// The entry now lives at the new key only; `replaced` is the destination entry it

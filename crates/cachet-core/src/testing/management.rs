@@ -465,7 +465,7 @@ pub async fn put_many_reports_unavailable_blobs_and_writes_the_rest(backend: &Dy
     let fine = test_blob_id(12);
     reserve(backend, &claimed, 5, Timestamp(T0.0 - 1)).await;
     assert_eq!(
-        claim_ok(backend, Some(&[claimed.clone()]), T0, 10).await,
+        claim_ok(backend, Some(std::slice::from_ref(&claimed)), T0, 10).await,
         vec![claimed.clone()]
     );
     reserve(backend, &fine, 5, T0).await;
@@ -659,7 +659,7 @@ pub async fn move_entry_keeps_its_blob_referenced(backend: &DynMetadata) {
         .await
         .unwrap();
     assert!(
-        claim_ok(backend, Some(&[blob.clone()]), T0, 10)
+        claim_ok(backend, Some(std::slice::from_ref(&blob)), T0, 10)
             .await
             .is_empty(),
         "the moved entry still references its blob"

@@ -15,13 +15,14 @@ use rusqlite::{
 };
 
 use cachet_core::{
-    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryMeta, EntryRecord,
-    Error, IndexStats, ListQuery, Location, MetadataBackend, MetadataCapabilities, Result,
-    Timestamp,
+    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta,
+    EntryRecord, Error, ExpiryUpdate, IndexStats, ListQuery, Location, MetadataBackend,
+    MetadataCapabilities, MoveOutcome, PutOutcome, Result, Timestamp, WriteCondition,
 };
 
 use crate::config::SqliteConfig;
 use crate::error::{BACKEND, sqlite_error};
+use crate::filter::push_filter;
 use crate::schema;
 
 /// Prepared statements cached per connection (`list` alone has 16 shapes).
@@ -104,6 +105,32 @@ const DELETE_EXPIRED_SQL: &str = concat!(
      WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2) RETURNING namespace, id, ",
     meta_columns!()
 );
+/// `get_many`: the batch is bound as one JSON array of `[namespace, id]` pairs; `json_each`
+/// walks it (CROSS JOIN keeps it the outer loop) and each pair is one primary-key search.
+/// Column 0 is the pair's position in the batch.
+const GET_MANY_SQL: &str = concat!(
+    "SELECT k.key, ",
+    meta_columns!(),
+    ", inline_data FROM json_each(?1) AS k CROSS JOIN entries \
+     ON entries.namespace = k.value ->> 0 AND entries.id = k.value ->> 1"
+);
+/// `get_meta_many`: [`GET_MANY_SQL`] without the inline data.
+const GET_META_MANY_SQL: &str = concat!(
+    "SELECT k.key, ",
+    meta_columns!(),
+    " FROM json_each(?1) AS k CROSS JOIN entries \
+     ON entries.namespace = k.value ->> 0 AND entries.id = k.value ->> 1"
+);
+/// Index of `inline_data` in [`GET_MANY_SQL`].
+const MANY_INLINE_DATA_COLUMN: usize = INLINE_DATA_COLUMN + 1;
+/// What `move_entry` checks and carries over from the source.
+const MOVE_SOURCE_SQL: &str =
+    "SELECT blob_id, digest, inline_data FROM entries WHERE namespace = ?1 AND id = ?2";
+const DELETE_KEY_SQL: &str = "DELETE FROM entries WHERE namespace = ?1 AND id = ?2";
+/// One statement (hence one snapshot) for the whole batch of blob ids, bound as a JSON array;
+/// each count is a search of the `entries_blob_id` index.
+const COUNT_REFERENCES_SQL: &str = "SELECT k.key, (SELECT count(*) FROM entries \
+     WHERE entries.blob_id = k.value) FROM json_each(?1) AS k";
 const RECLAIM_ABANDONED_SQL: &str = "UPDATE blobs SET claimed_at = ?1 WHERE id IN \
      (SELECT id FROM blobs WHERE claimed_at IS NOT NULL AND claimed_at < ?2 LIMIT ?3) RETURNING id";
 const RELEASE_SQL: &str = "DELETE FROM blobs WHERE id = ?1 AND claimed_at IS NOT NULL";
@@ -591,6 +618,43 @@ impl Inner {
         let row = EncodedRow::new(record)?;
         let mut conn = self.writer();
         let tx = self.begin(&mut conn, "put")?;
+        match self.write_record(&tx, record, &row, WriteCondition::Always)? {
+            Written::Yes { replaced } => {
+                tx.commit()
+                    .map_err(self.fail(format_args!("commit put {key}")))?;
+                Ok(replaced)
+            }
+            // Unreachable with `Always`; refused like a conflict to be safe.
+            Written::No(skip) => Err(skip.conflict(record)),
+        }
+    }
+
+    /// The per-record part of `put` and `put_many`, inside the caller's transaction: checks
+    /// `condition` and the blob registration, then writes the row.
+    fn write_record(
+        &self,
+        tx: &Transaction<'_>,
+        record: &EntryRecord,
+        row: &EncodedRow<'_>,
+        condition: WriteCondition,
+    ) -> Result<Written> {
+        let key = &record.meta.key;
+        let old = {
+            let mut stmt = tx
+                .prepare_cached(GET_META_SQL)
+                .map_err(self.fail("prepare put"))?;
+            read_meta_row(&mut stmt, key)
+        };
+        // A row too damaged to decode still exists.
+        let exists = !matches!(old, Ok(None));
+        let applies = match condition {
+            WriteCondition::Always => true,
+            WriteCondition::IfAbsent => !exists,
+            WriteCondition::IfPresent => exists,
+        };
+        if !applies {
+            return Ok(Written::No(Skip::Condition));
+        }
         if let Location::Blob(blob) = &record.meta.location {
             let registration: Option<Option<i64>> = tx
                 .prepare_cached(BLOB_CLAIM_SQL)
@@ -598,32 +662,11 @@ impl Inner {
                 .map_err(self.fail(format_args!("check blob {blob} for put {key}")))?;
             match registration {
                 Some(None) => {}
-                Some(Some(_)) => {
-                    return Err(Error::Conflict {
-                        what: format!("blob {blob}"),
-                        detail: format!(
-                            "entry {key} references a blob being garbage-collected; write the \
-                             blob again"
-                        ),
-                    });
-                }
-                None => {
-                    return Err(Error::Conflict {
-                        what: format!("blob {blob}"),
-                        detail: format!(
-                            "entry {key} references a blob that is not registered (reserve it \
-                             before committing the entry)"
-                        ),
-                    });
-                }
+                Some(Some(_)) => return Ok(Written::No(Skip::BlobClaimed)),
+                None => return Ok(Written::No(Skip::BlobUnregistered)),
             }
         }
-        let old = {
-            let mut stmt = tx
-                .prepare_cached(GET_META_SQL)
-                .map_err(self.fail("prepare put"))?;
-            self.replaced_row(read_meta_row(&mut stmt, key), key, "put")?
-        };
+        let replaced = self.replaced_row(old, key, "put")?;
         tx.prepare_cached(UPSERT_SQL)
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -650,9 +693,315 @@ impl Inner {
                 ])
             })
             .map_err(self.fail(format_args!("put {key}")))?;
+        Ok(Written::Yes { replaced })
+    }
+
+    fn put_many(
+        &self,
+        records: &[EntryRecord],
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every record is converted (and checked) before the write lock is taken.
+        let rows = records
+            .iter()
+            .map(EncodedRow::new)
+            .collect::<Result<Vec<_>>>()?;
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "put a batch")?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (record, row) in records.iter().zip(&rows) {
+            outcomes.push(match self.write_record(&tx, record, row, condition)? {
+                Written::Yes { replaced } => PutOutcome::Written { replaced },
+                Written::No(Skip::Condition) => PutOutcome::ConditionFailed,
+                Written::No(Skip::BlobClaimed | Skip::BlobUnregistered) => {
+                    PutOutcome::BlobUnavailable
+                }
+            });
+        }
+        tx.commit().map_err(self.fail("commit put_many"))?;
+        Ok(outcomes)
+    }
+
+    fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>> {
+        let mut out: Vec<Option<EntryRecord>> = keys.iter().map(|_| None).collect();
+        self.read_many(
+            keys,
+            GET_MANY_SQL,
+            "get_many",
+            |columns, key| {
+                let meta = decode_meta(columns, key.clone())?;
+                let inline_data = columns
+                    .opt_blob(MANY_INLINE_DATA_COLUMN - 1, "inline_data")?
+                    .map(Bytes::copy_from_slice);
+                Ok(EntryRecord { meta, inline_data })
+            },
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        let mut out: Vec<Option<EntryMeta>> = keys.iter().map(|_| None).collect();
+        self.read_many(
+            keys,
+            GET_META_MANY_SQL,
+            "get_meta_many",
+            |columns, key| decode_meta(columns, key.clone()),
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Runs a `get_many`-shaped statement over `keys` and fills `out[position]` with each row
+    /// found, decoded by `decode` (its columns start after the position column).
+    fn read_many<T>(
+        &self,
+        keys: &[CacheKey],
+        sql: &str,
+        op: &str,
+        decode: impl Fn(&Columns<'_, '_>, &CacheKey) -> Result<T>,
+        out: &mut [Option<T>],
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let batch = key_batch_json(keys)?;
+        let conn = self.snapshot_reader()?;
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(self.fail(format_args!("prepare {op}")))?;
+        let mut rows = stmt
+            .query([batch])
+            .map_err(self.fail(format_args!("{op} of {} keys", keys.len())))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(self.fail(format_args!("{op} of {} keys", keys.len())))?
+        {
+            let position = match row.get_ref(0) {
+                Ok(ValueRef::Integer(i)) => usize::try_from(i).ok().filter(|&i| i < keys.len()),
+                _ => None,
+            }
+            .ok_or_else(|| Error::Backend {
+                backend: BACKEND.into(),
+                source: format!("{op}: SQLite returned a row without its batch position").into(),
+            })?;
+            let key = &keys[position];
+            let columns = Columns {
+                row,
+                offset: 1,
+                key,
+            };
+            out[position] = Some(decode(&columns, key)?);
+        }
+        Ok(())
+    }
+
+    fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "delete a batch")?;
+        let mut removed = Vec::with_capacity(keys.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(DELETE_SQL)
+                .map_err(self.fail("prepare delete_many"))?;
+            for key in keys {
+                removed.push(self.replaced_row(read_meta_row(&mut stmt, key), key, "delete")?);
+            }
+        }
+        tx.commit().map_err(self.fail("commit delete_many"))?;
+        Ok(removed)
+    }
+
+    fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        let mut sql =
+            String::from("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE 1");
+        let mut args = Vec::new();
+        push_filter(&mut sql, &mut args, filter)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        sql.push_str(concat!(
+            " LIMIT ?) RETURNING namespace, id, ",
+            meta_columns!()
+        ));
+        args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "delete matching entries")?;
+        let removed = {
+            let mut stmt = tx
+                .prepare_cached(&sql)
+                .map_err(self.fail("prepare delete_matching"))?;
+            let rows = stmt
+                .query(params_from_iter(args))
+                .map_err(self.fail("delete matching entries"))?;
+            self.removed_rows(rows, "delete matching entries")?
+        };
+        tx.commit().map_err(self.fail("commit delete_matching"))?;
+        Ok(removed)
+    }
+
+    /// Decodes the `namespace, id, <meta columns>` rows of a `DELETE ... RETURNING`; a row too
+    /// damaged to decode is still deleted (logged, not returned).
+    fn removed_rows(&self, mut rows: rusqlite::Rows<'_>, op: &str) -> Result<Vec<EntryMeta>> {
+        let mut removed = Vec::new();
+        while let Some(row) = rows.next().map_err(self.fail(op))? {
+            let key = match decode_key(row) {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::warn!(error = %e, op, "deleted an index row with a corrupt key");
+                    continue;
+                }
+            };
+            let columns = Columns {
+                row,
+                offset: 2,
+                key: &key,
+            };
+            match decode_meta(&columns, key.clone()) {
+                Ok(meta) => removed.push(meta),
+                Err(e) => tracing::warn!(key = %key, error = %e, op, "deleted a corrupt index row"),
+            }
+        }
+        Ok(removed)
+    }
+
+    fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "update expiries")?;
+        let mut applied = Vec::with_capacity(updates.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(UPDATE_EXPIRY_SQL)
+                .map_err(self.fail("prepare update_expiry_many"))?;
+            for update in updates {
+                let changed = stmt
+                    .execute(params![
+                        update.key.namespace(),
+                        update.key.id(),
+                        update.expires_at.map(|t| t.0),
+                        update.updated_at.0,
+                        update.signature,
+                        update.if_signature,
+                    ])
+                    .map_err(self.fail(format_args!("update expiry of {}", update.key)))?;
+                applied.push(changed > 0);
+            }
+        }
         tx.commit()
-            .map_err(self.fail(format_args!("commit put {key}")))?;
-        Ok(old)
+            .map_err(self.fail("commit update_expiry_many"))?;
+        Ok(applied)
+    }
+
+    fn move_entry(&self, from: &CacheKey, to: EntryMeta, overwrite: bool) -> Result<MoveOutcome> {
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "move an entry")?;
+        let op = format_args!("move {from} to {}", to.key);
+        let source: Option<(bool, Option<Bytes>)> = {
+            let mut stmt = tx
+                .prepare_cached(MOVE_SOURCE_SQL)
+                .map_err(self.fail("prepare move_entry"))?;
+            let mut rows = stmt
+                .query(params![from.namespace(), from.id()])
+                .map_err(self.fail(op))?;
+            match rows.next().map_err(self.fail(op))? {
+                None => None,
+                Some(row) => {
+                    let columns = Columns {
+                        row,
+                        offset: 0,
+                        key: from,
+                    };
+                    // A source whose content cannot be read back is not the one given.
+                    let location = columns
+                        .opt_text(0, "blob_id")
+                        .ok()
+                        .and_then(|c| Location::from_blob_column(c).ok());
+                    let digest = columns
+                        .text(1, "digest")
+                        .ok()
+                        .and_then(|c| ContentDigest::from_column(c).ok());
+                    let same = location.as_ref() == Some(&to.location)
+                        && digest.as_ref() == Some(&to.digest);
+                    let inline = columns
+                        .opt_blob(2, "inline_data")?
+                        .map(Bytes::copy_from_slice);
+                    Some((same, inline))
+                }
+            }
+        };
+        let inline_data = match source {
+            None => return Ok(MoveOutcome::SourceMissing),
+            Some((false, _)) => return Ok(MoveOutcome::SourceChanged),
+            Some((true, inline)) => inline,
+        };
+        let destination = {
+            let mut stmt = tx
+                .prepare_cached(GET_META_SQL)
+                .map_err(self.fail("prepare move_entry"))?;
+            read_meta_row(&mut stmt, &to.key)
+        };
+        if !overwrite && !matches!(destination, Ok(None)) {
+            return Ok(MoveOutcome::DestinationExists);
+        }
+        let replaced = self.replaced_row(destination, &to.key, "move_entry")?;
+        tx.prepare_cached(DELETE_KEY_SQL)
+            .and_then(|mut stmt| stmt.execute(params![from.namespace(), from.id()]))
+            .map_err(self.fail(op))?;
+        let record = EntryRecord {
+            meta: to,
+            inline_data,
+        };
+        let row = EncodedRow::new(&record)?;
+        // The blob, if any, is the source's: referenced until this transaction commits, so no
+        // collector can have claimed it.
+        match self.write_record(&tx, &record, &row, WriteCondition::Always)? {
+            Written::Yes { .. } => {}
+            Written::No(skip) => return Err(skip.conflict(&record)),
+        }
+        tx.commit()
+            .map_err(self.fail(format_args!("commit move of {from} to {}", record.meta.key)))?;
+        Ok(MoveOutcome::Moved { replaced })
+    }
+
+    fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
+        let mut counts = vec![0; ids.len()];
+        if ids.is_empty() {
+            return Ok(counts);
+        }
+        let batch = serde_json::to_string(&ids.iter().map(BlobId::as_str).collect::<Vec<_>>())
+            .map_err(|e| Error::Encode {
+                key: format!("a batch of {} blob ids", ids.len()),
+                detail: e.to_string(),
+            })?;
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(COUNT_REFERENCES_SQL)
+            .map_err(self.fail("prepare count_blob_references"))?;
+        let mut rows = stmt
+            .query([batch])
+            .map_err(self.fail("count blob references"))?;
+        while let Some(row) = rows.next().map_err(self.fail("count blob references"))? {
+            let (position, count): (i64, i64) = (
+                row.get(0).map_err(self.fail("count blob references"))?,
+                row.get(1).map_err(self.fail("count blob references"))?,
+            );
+            if let Some(slot) = usize::try_from(position)
+                .ok()
+                .and_then(|p| counts.get_mut(p))
+            {
+                *slot = u64::try_from(count).unwrap_or(0);
+            }
+        }
+        Ok(counts)
     }
 
     fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
@@ -675,30 +1024,16 @@ impl Inner {
         }
         let mut conn = self.writer();
         let tx = self.begin(&mut conn, "delete expired entries")?;
-        let mut removed = Vec::new();
-        {
+        let removed = {
             let mut stmt = tx
                 .prepare_cached(DELETE_EXPIRED_SQL)
                 .map_err(self.fail("prepare delete_expired"))?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut rows = stmt
+            let rows = stmt
                 .query(params![now.0, limit])
                 .map_err(self.fail("delete expired entries"))?;
-            while let Some(row) = rows.next().map_err(self.fail("delete expired entries"))? {
-                let key = decode_key(row)?;
-                let columns = Columns {
-                    row,
-                    offset: 2,
-                    key: &key,
-                };
-                match decode_meta(&columns, key.clone()) {
-                    Ok(meta) => removed.push(meta),
-                    Err(e) => {
-                        tracing::warn!(key = %key, error = %e, "deleted a corrupt expired index row")
-                    }
-                }
-            }
-        }
+            self.removed_rows(rows, "delete expired entries")?
+        };
         tx.commit().map_err(self.fail("commit delete_expired"))?;
         Ok(removed)
     }
@@ -730,7 +1065,7 @@ impl Inner {
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
-        let (sql, args) = list_sql(query);
+        let (sql, args) = list_sql(query)?;
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&sql)
@@ -1075,6 +1410,51 @@ impl MetadataBackend for SqliteMetadata {
         self.inner.release_claimed_blobs(ids)
     }
 
+    /// One statement on a reader connection: the batch is one JSON parameter walked by
+    /// `json_each`, each key one primary-key search.
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>> {
+        self.inner.get_many(keys)
+    }
+
+    async fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        self.inner.get_meta_many(keys)
+    }
+
+    async fn put_many(
+        &self,
+        records: Vec<EntryRecord>,
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>> {
+        self.inner.put_many(&records, condition)
+    }
+
+    async fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        self.inner.delete_many(keys)
+    }
+
+    /// One `DELETE ... RETURNING` whose `WHERE` is the filter written in SQL. A row whose
+    /// params or user metadata are not valid JSON matches no condition on them.
+    async fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        self.inner.delete_matching(filter, limit)
+    }
+
+    async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
+        self.inner.update_expiry_many(updates)
+    }
+
+    async fn move_entry(
+        &self,
+        from: &CacheKey,
+        to: EntryMeta,
+        overwrite: bool,
+    ) -> Result<MoveOutcome> {
+        self.inner.move_entry(from, to, overwrite)
+    }
+
+    async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
+        self.inner.count_blob_references(ids)
+    }
+
     /// Every committed write is already visible to other processes (WAL); this runs a passive
     /// WAL checkpoint, which syncs the WAL and copies what it can into the main file without
     /// waiting for readers. With `synchronous = full` each commit is durable when it returns.
@@ -1167,6 +1547,64 @@ impl<'a> EncodedRow<'a> {
 enum RowError {
     Sqlite(rusqlite::Error),
     Cachet(Error),
+}
+
+/// What [`Inner::write_record`] did.
+enum Written {
+    /// The row was written; the decoded row it replaced, if any.
+    Yes { replaced: Option<EntryMeta> },
+    /// Nothing was written, for this reason.
+    No(Skip),
+}
+
+/// Why a record was not written.
+enum Skip {
+    /// The write condition did not hold.
+    Condition,
+    /// The record's blob is claimed by a collector.
+    BlobClaimed,
+    /// The record's blob is not registered.
+    BlobUnregistered,
+}
+
+impl Skip {
+    /// The error `put` reports.
+    fn conflict(&self, record: &EntryRecord) -> Error {
+        let key = &record.meta.key;
+        let blob = record
+            .meta
+            .location
+            .blob_id()
+            .map_or_else(|| "-".to_owned(), BlobId::to_string);
+        match self {
+            Skip::Condition => Error::Conflict {
+                what: format!("entry {key}"),
+                detail: "the write condition did not hold".into(),
+            },
+            Skip::BlobClaimed => Error::Conflict {
+                what: format!("blob {blob}"),
+                detail: format!(
+                    "entry {key} references a blob being garbage-collected; write the blob again"
+                ),
+            },
+            Skip::BlobUnregistered => Error::Conflict {
+                what: format!("blob {blob}"),
+                detail: format!(
+                    "entry {key} references a blob that is not registered (reserve it before \
+                     committing the entry)"
+                ),
+            },
+        }
+    }
+}
+
+/// A batch of keys as the JSON array of `[namespace, id]` pairs [`GET_MANY_SQL`] reads.
+fn key_batch_json(keys: &[CacheKey]) -> Result<String> {
+    let pairs: Vec<[&str; 2]> = keys.iter().map(|k| [k.namespace(), k.id()]).collect();
+    serde_json::to_string(&pairs).map_err(|e| Error::Encode {
+        key: format!("a batch of {} keys", keys.len()),
+        detail: e.to_string(),
+    })
 }
 
 /// Runs a statement taking `(namespace, id)` and returning [`meta_columns!`]; decodes the row.
@@ -1336,7 +1774,7 @@ fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
 }
 
 /// The `list` statement for `query` and its arguments.
-fn list_sql(query: &ListQuery) -> (String, Vec<Value>) {
+fn list_sql(query: &ListQuery) -> Result<(String, Vec<Value>)> {
     let limit = query.effective_limit();
     let mut sql = String::from(concat!(
         "SELECT namespace, id, ",
@@ -1344,26 +1782,10 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Value>) {
         " FROM entries WHERE 1"
     ));
     let mut args: Vec<Value> = Vec::new();
-    if let Some(namespace) = &query.namespace {
-        sql.push_str(" AND namespace = ?");
-        args.push(Value::Text(namespace.clone()));
-    }
-    if let Some(prefix) = query.id_prefix.as_deref().filter(|p| !p.is_empty()) {
-        // A range on the primary key instead of LIKE: case-sensitive, no wildcards.
-        sql.push_str(" AND id >= ?");
-        args.push(Value::Text(prefix.to_owned()));
-        if let Some(upper) = cachet_core::entry::prefix_upper_bound(prefix) {
-            sql.push_str(" AND id < ?");
-            args.push(Value::Text(upper));
-        }
-    }
-    if let Some(bound) = query.expires_at_or_before {
-        sql.push_str(" AND expires_at <= ?");
-        args.push(Value::Integer(bound.0));
-    }
+    push_filter(&mut sql, &mut args, &query.filter)?;
     // Written so that the primary key bounds the scan: SQLite uses a row-value range only when
     // no equality on `namespace` is present.
-    match (&query.namespace, &query.after) {
+    match (&query.filter.namespace, &query.after) {
         (_, None) => {}
         (None, Some(after)) => {
             sql.push_str(" AND (namespace, id) > (?, ?)");
@@ -1381,7 +1803,7 @@ fn list_sql(query: &ListQuery) -> (String, Vec<Value>) {
     }
     sql.push_str(" ORDER BY namespace, id LIMIT ?");
     args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    (sql, args)
+    Ok((sql, args))
 }
 
 #[cfg(test)]
@@ -1418,23 +1840,11 @@ mod tests {
         let key = CacheKey::explicit("ns", "k").unwrap();
         for query in [
             ListQuery::default(),
-            ListQuery {
-                after: Some(key.clone()),
-                ..ListQuery::default()
-            },
-            ListQuery {
-                namespace: Some("ns".into()),
-                after: Some(key.clone()),
-                ..ListQuery::default()
-            },
-            ListQuery {
-                namespace: Some("ns".into()),
-                id_prefix: Some("ab".into()),
-                after: Some(key),
-                ..ListQuery::default()
-            },
+            ListQuery::default().after(key.clone()),
+            ListQuery::matching(EntryFilter::all().namespace("ns")).after(key.clone()),
+            ListQuery::matching(EntryFilter::all().namespace("ns").id_prefix("ab")).after(key),
         ] {
-            let (sql, args) = list_sql(&query);
+            let (sql, args) = list_sql(&query).unwrap();
             let plan = plan(&sql, args);
             assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
             if query.after.is_some() {

@@ -132,6 +132,7 @@
 mod backend;
 mod config;
 mod error;
+mod filter;
 mod schema;
 
 pub use backend::SqliteMetadata;

@@ -99,7 +99,7 @@ impl Store {
                             report.already_present += 1;
                         }
                         Some(_) if !options.overwrite => report.kept_existing += 1,
-                        _ => self.copy_entry(target, &meta.key, &mut report).await?,
+                        _ => self.copy_one_to(target, &meta.key, &mut report).await?,
                     }
                 }
                 progress(&report);
@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// Streams one entry into `target`; verification failures go to the report.
-    async fn copy_entry(
+    async fn copy_one_to(
         &self,
         target: &Store,
         key: &CacheKey,

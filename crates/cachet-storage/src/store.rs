@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cachet_core::{
     BlobBackend, BlobId, BlobWriter, CacheKey, Compression, DataType, EntryMeta, EntryRecord,
-    Error, IndexStats, ListQuery, Location, MetadataBackend, Result, Timestamp,
+    Error, IndexStats, ListQuery, Location, MetadataBackend, PutOutcome, Result, Timestamp,
+    WriteCondition,
 };
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -21,13 +22,13 @@ use crate::reader::ValueReader;
 use crate::writer::ValueWriter;
 
 /// Values larger than this are encoded and written frame by frame rather than in one buffer.
-const STREAM_WRITE_THRESHOLD: usize = 8 << 20;
+pub(crate) const STREAM_WRITE_THRESHOLD: usize = 8 << 20;
 /// Blobs larger than this are read as a stream rather than in one request.
 const STREAM_READ_THRESHOLD: u64 = 8 << 20;
 /// How long a writer waits for a collector to release a blob before giving up.
 const RESERVE_PATIENCE: Duration = Duration::from_secs(30);
 /// How many times a commit is retried when the blob was collected underneath it.
-const COMMIT_ATTEMPTS: u32 = 5;
+pub(crate) const COMMIT_ATTEMPTS: u32 = 5;
 /// Blobs claimed per garbage-collection round trip.
 const GC_BATCH: usize = 256;
 
@@ -82,6 +83,28 @@ pub struct ExpiredReport {
     pub blobs_deleted: u64,
     /// Bytes those blobs occupied.
     pub bytes_freed: u64,
+}
+
+/// How a commit may apply, beyond the value itself: under which condition on the key, and with
+/// which creation time (an update keeps the entry's).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WritePlan {
+    pub(crate) condition: WriteCondition,
+    pub(crate) created_at: Option<Timestamp>,
+}
+
+impl WritePlan {
+    /// The error a commit reports when its condition does not hold.
+    pub(crate) fn condition_error(&self, key: &CacheKey) -> Error {
+        match self.condition {
+            WriteCondition::IfPresent => Error::not_found(format_args!(
+                "entry {key} (update replaces the value of an existing entry; insert creates one)"
+            )),
+            _ => Error::AlreadyExists {
+                what: format!("entry {key} (pass overwrite to replace it)"),
+            },
+        }
+    }
 }
 
 pub(crate) enum Container {
@@ -180,10 +203,7 @@ impl Store {
         value: &T,
         mut opts: PutOptions,
     ) -> Result<EntryMeta> {
-        let encoded = rmp_serde::to_vec_named(value).map_err(|e| Error::Encode {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
+        let encoded = encode_msgpack(key, value)?;
         opts.type_name
             .get_or_insert_with(|| std::any::type_name::<T>().to_owned());
         self.put_encoded(key, DataType::MessagePack, &encoded, opts)
@@ -197,10 +217,7 @@ impl Store {
         value: &T,
         mut opts: PutOptions,
     ) -> Result<EntryMeta> {
-        let encoded = serde_json::to_vec(value).map_err(|e| Error::Encode {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
+        let encoded = encode_json(key, value)?;
         opts.type_name
             .get_or_insert_with(|| std::any::type_name::<T>().to_owned());
         self.put_encoded(key, DataType::Json, &encoded, opts).await
@@ -228,8 +245,22 @@ impl Store {
         data: &[u8],
         opts: PutOptions,
     ) -> Result<EntryMeta> {
+        self.put_planned(key, data_type, data, opts, WritePlan::default())
+            .await
+    }
+
+    /// Encodes and commits a value held in memory under `plan`.
+    pub(crate) async fn put_planned(
+        &self,
+        key: &CacheKey,
+        data_type: DataType,
+        data: &[u8],
+        opts: PutOptions,
+        plan: WritePlan,
+    ) -> Result<EntryMeta> {
         if data.len() > STREAM_WRITE_THRESHOLD {
-            let mut writer = ValueWriter::new(self.clone(), key.clone(), data_type, opts)?;
+            let mut writer =
+                ValueWriter::new(self.clone(), key.clone(), data_type, opts)?.with_plan(plan);
             for chunk in data.chunks(self.inner.config.frame_size) {
                 writer.write(chunk).await?;
             }
@@ -245,6 +276,7 @@ impl Store {
             opts,
             encoded,
             Container::Memory(Bytes::from(container)),
+            plan,
         )
         .await
     }
@@ -257,52 +289,20 @@ impl Store {
         opts: PutOptions,
         encoded: Encoded,
         container: Container,
+        plan: WritePlan,
     ) -> Result<EntryMeta> {
-        let config = &self.inner.config;
-        let now = self.now();
-        let inline = match &container {
-            Container::Memory(bytes) if bytes.len() <= config.inline_threshold => {
-                Some(bytes.clone())
-            }
-            _ => None,
+        check_user_metadata(key, opts.user_metadata.as_ref())?;
+        let memory = match &container {
+            Container::Memory(bytes) => Some(bytes),
+            Container::Streamed(_) => None,
         };
-        let location = match inline {
-            Some(_) => Location::Inline,
-            None => Location::Blob(BlobId::from_digest(&encoded.digest)),
-        };
-        let mut meta = EntryMeta {
-            key: key.clone(),
-            params: opts.params,
-            location,
-            data_type,
-            type_name: opts.type_name,
-            compression: opts.compression.unwrap_or(config.compression),
-            raw_size: encoded.raw_size,
-            stored_size: encoded.stored_size,
-            digest: encoded.digest,
-            created_at: now,
-            updated_at: now,
-            accessed_at: now,
-            access_count: 0,
-            expires_at: opts.ttl.map(|ttl| now.plus(ttl)).or(opts.expires_at),
-            tags: opts.tags,
-            user_metadata: opts.user_metadata,
-            signature: None,
-            blob_etag: None,
-        };
-        if let Some(signing) = &config.signing_key {
-            meta.signature = Some(signing.sign(&meta));
-        }
-        let mut record = EntryRecord {
-            meta,
-            inline_data: inline,
-        };
+        let mut record = self.build_record(key, data_type, opts, &encoded, memory, plan);
         // Only a container held in memory is small enough to be inline.
         let replaced = match &record.meta.location {
-            Location::Inline => self.inner.meta.put(record.clone()).await?,
+            Location::Inline => self.put_record(record.clone(), plan).await?,
             Location::Blob(id) => {
                 let id = id.clone();
-                self.commit_blob(&mut record, id, container).await?
+                self.commit_blob(&mut record, id, container, plan).await?
             }
         };
         let meta = record.meta;
@@ -317,6 +317,55 @@ impl Store {
         Ok(meta)
     }
 
+    /// The signed index record of an encoded value, written now. It is inline when the
+    /// container is held in memory (`memory`) and small enough, else it names its blob.
+    pub(crate) fn build_record(
+        &self,
+        key: &CacheKey,
+        data_type: DataType,
+        opts: PutOptions,
+        encoded: &Encoded,
+        memory: Option<&Bytes>,
+        plan: WritePlan,
+    ) -> EntryRecord {
+        let config = &self.inner.config;
+        let now = self.now();
+        let inline = memory
+            .filter(|bytes| bytes.len() <= config.inline_threshold)
+            .cloned();
+        let location = match inline {
+            Some(_) => Location::Inline,
+            None => Location::Blob(BlobId::from_digest(&encoded.digest)),
+        };
+        let mut meta = EntryMeta {
+            key: key.clone(),
+            params: opts.params,
+            location,
+            data_type,
+            type_name: opts.type_name,
+            compression: opts.compression.unwrap_or(config.compression),
+            raw_size: encoded.raw_size,
+            stored_size: encoded.stored_size,
+            digest: encoded.digest,
+            created_at: plan.created_at.unwrap_or(now),
+            updated_at: now,
+            accessed_at: now,
+            access_count: 0,
+            expires_at: opts.ttl.map(|ttl| now.plus(ttl)).or(opts.expires_at),
+            tags: opts.tags,
+            user_metadata: opts.user_metadata,
+            signature: None,
+            blob_etag: None,
+        };
+        if let Some(signing) = &config.signing_key {
+            meta.signature = Some(signing.sign(&meta));
+        }
+        EntryRecord {
+            meta,
+            inline_data: inline,
+        }
+    }
+
     /// Publishes the blob (unless an identical one exists), records its ETag in `record` and
     /// commits the row; retries when a collector claimed the blob in between.
     async fn commit_blob(
@@ -324,6 +373,7 @@ impl Store {
         record: &mut EntryRecord,
         id: BlobId,
         container: Container,
+        plan: WritePlan,
     ) -> Result<Option<EntryMeta>> {
         let size = record.meta.stored_size;
         let mut container = Some(container);
@@ -363,7 +413,7 @@ impl Store {
                 };
                 record.meta.blob_etag = receipt.etag;
             }
-            match self.inner.meta.put(record.clone()).await {
+            match self.put_record(record.clone(), plan).await {
                 Ok(replaced) => {
                     if let Some(Container::Streamed(writer)) = container {
                         // The identical blob already existed: our upload is redundant.
@@ -384,7 +434,39 @@ impl Store {
         }
     }
 
-    async fn reserve(&self, id: &BlobId, size: u64) -> Result<()> {
+    /// Writes one index record under `plan`'s condition; returns the entry it replaced. A blob
+    /// that is not usable is `Error::Conflict` (as with an unconditional put).
+    pub(crate) async fn put_record(
+        &self,
+        record: EntryRecord,
+        plan: WritePlan,
+    ) -> Result<Option<EntryMeta>> {
+        if plan.condition == WriteCondition::Always {
+            return self.inner.meta.put(record).await;
+        }
+        let key = record.meta.key.clone();
+        let blob = record.meta.location.blob_id().cloned();
+        let outcome = self
+            .inner
+            .meta
+            .put_many(vec![record], plan.condition)
+            .await?
+            .pop();
+        match outcome {
+            Some(PutOutcome::Written { replaced }) => Ok(replaced),
+            Some(PutOutcome::ConditionFailed) => Err(plan.condition_error(&key)),
+            Some(PutOutcome::BlobUnavailable) => Err(Error::Conflict {
+                what: format!("blob {}", blob.map(|b| b.to_string()).unwrap_or_default()),
+                detail: "the blob was claimed for collection before the entry was committed".into(),
+            }),
+            None => Err(Error::backend(
+                self.inner.meta.name(),
+                "put_many answered no outcome for one record",
+            )),
+        }
+    }
+
+    pub(crate) async fn reserve(&self, id: &BlobId, size: u64) -> Result<()> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
@@ -474,7 +556,7 @@ impl Store {
         }))
     }
 
-    fn verify_signature(&self, meta: &EntryMeta) -> Result<()> {
+    pub(crate) fn verify_signature(&self, meta: &EntryMeta) -> Result<()> {
         match &self.inner.config.signing_key {
             Some(signing) => signing.verify(meta),
             None => Ok(()),
@@ -786,7 +868,35 @@ impl Store {
     }
 }
 
-fn missing_blob(what: &str, id: &BlobId, e: Error) -> Error {
+pub(crate) fn encode_msgpack<T: Serialize + ?Sized>(key: &CacheKey, value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| Error::Encode {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn encode_json<T: Serialize + ?Sized>(key: &CacheKey, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Encode {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// User metadata is a JSON object (its fields are what filters query).
+pub(crate) fn check_user_metadata(
+    key: &CacheKey,
+    metadata: Option<&serde_json::Value>,
+) -> Result<()> {
+    match metadata {
+        None | Some(serde_json::Value::Object(_)) => Ok(()),
+        Some(other) => Err(Error::config(
+            "user_metadata",
+            format!("the metadata of {key} must be a JSON object of named fields, not `{other}`"),
+        )),
+    }
+}
+
+pub(crate) fn missing_blob(what: &str, id: &BlobId, e: Error) -> Error {
     match e {
         Error::NotFound { .. } => Error::corrupt(
             what,

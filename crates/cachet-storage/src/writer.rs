@@ -5,7 +5,7 @@ use cachet_core::{BlobWriter, CacheKey, DataType, EntryMeta, Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::encode::ContainerEncoder;
-use crate::store::{Container, PutOptions, Store};
+use crate::store::{Container, PutOptions, Store, WritePlan};
 
 /// A value being written in pieces. Memory stays around two frames whatever the total size.
 ///
@@ -19,6 +19,7 @@ pub struct ValueWriter {
     encoder: ContainerEncoder,
     blob: Option<Box<dyn BlobWriter>>,
     frame_size: usize,
+    plan: WritePlan,
 }
 
 impl std::fmt::Debug for ValueWriter {
@@ -46,7 +47,14 @@ impl ValueWriter {
             encoder,
             blob: None,
             frame_size,
+            plan: WritePlan::default(),
         })
+    }
+
+    /// Commits under `plan` (a condition on the key, a kept creation time).
+    pub(crate) fn with_plan(mut self, plan: WritePlan) -> Self {
+        self.plan = plan;
+        self
     }
 
     /// Appends bytes.
@@ -89,6 +97,7 @@ impl ValueWriter {
             opts,
             encoder,
             blob,
+            plan,
             ..
         } = self;
         let (rest, encoded) = encoder.finish()?;
@@ -103,7 +112,7 @@ impl ValueWriter {
             }
         };
         store
-            .commit(&key, data_type, opts, encoded, container)
+            .commit(&key, data_type, opts, encoded, container, plan)
             .await
     }
 

@@ -40,6 +40,7 @@ mod config;
 mod copy;
 mod encode;
 pub mod format;
+mod manage;
 mod reader;
 mod signing;
 mod store;
@@ -48,6 +49,7 @@ mod writer;
 
 pub use config::StoreConfig;
 pub use copy::{CopyOptions, CopyReport};
+pub use manage::{BatchItem, DeleteReport};
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};
 pub use store::{ExpiredReport, GcReport, PutOptions, Store, StoredEntry};

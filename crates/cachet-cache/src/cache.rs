@@ -39,15 +39,15 @@ use crate::writer::CacheWriter;
 ///   however many tasks ask at once.
 #[derive(Clone)]
 pub struct Cache {
-    shared: Arc<Shared>,
-    namespace: Arc<str>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) namespace: Arc<str>,
 }
 
-struct Shared {
-    store: Store,
-    default_ttl: Option<Duration>,
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) default_ttl: Option<Duration>,
     strict_integrity: bool,
-    counters: Counters,
+    pub(crate) counters: Counters,
     flights: Flights,
 }
 
@@ -98,7 +98,7 @@ async fn release_key_lock(key: &CacheKey, lock: Box<dyn KeyLock>) {
     }
 }
 
-fn is_live(meta: &EntryMeta, now: Timestamp) -> bool {
+pub(crate) fn is_live(meta: &EntryMeta, now: Timestamp) -> bool {
     meta.expires_at.is_none_or(|at| at > now)
 }
 
@@ -190,11 +190,11 @@ impl Cache {
         self.shared.counters.snapshot()
     }
 
-    fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
+    pub(crate) fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
         key.to_cache_key(&self.namespace)
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.shared.store.now()
     }
 
@@ -202,7 +202,7 @@ impl Cache {
 
     /// Applies the integrity policy to an error: an integrity failure becomes a miss (counted
     /// and logged) unless strict; any other error is returned.
-    fn integrity<T>(&self, key: &CacheKey, error: Error) -> Result<Option<T>> {
+    pub(crate) fn integrity<T>(&self, key: &CacheKey, error: Error) -> Result<Option<T>> {
         if !error.is_integrity_failure() {
             return Err(error);
         }
@@ -250,7 +250,7 @@ impl Cache {
         tracing::debug!(key = %key, outcome = "hit", bytes, waited, "get_with");
     }
 
-    fn count<T>(&self, key: &CacheKey, found: Option<(T, u64)>) -> Option<T> {
+    pub(crate) fn count<T>(&self, key: &CacheKey, found: Option<(T, u64)>) -> Option<T> {
         match found {
             Some((value, bytes)) => {
                 self.shared.counters.hit(bytes);
@@ -318,7 +318,7 @@ impl Cache {
         self.live_meta(&key).await
     }
 
-    async fn live_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
+    pub(crate) async fn live_meta(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {
         match self.shared.store.metadata(key).await {
             Ok(Some(meta)) if is_live(&meta, self.now()) => Ok(Some(meta)),
             Ok(_) => Ok(None),

@@ -77,6 +77,7 @@ mod builder;
 mod cache;
 mod flight;
 mod key;
+mod manage;
 mod options;
 mod stats;
 mod writer;

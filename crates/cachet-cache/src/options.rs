@@ -4,7 +4,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
-use cachet_core::{Compression, EntryMeta, Error, Result};
+use cachet_core::{Compression, EntryMeta, Error, FieldValue, Result};
 use cachet_storage::PutOptions;
 use serde::Serialize;
 
@@ -98,6 +98,8 @@ pub struct InsertOptions {
     metadata: Option<serde_json::Value>,
     compression: Option<Compression>,
     json: bool,
+    /// Why a `with_meta` value was refused (reported by the write).
+    invalid_meta: Option<String>,
 }
 
 impl InsertOptions {
@@ -138,6 +140,32 @@ impl InsertOptions {
     /// Attaches user metadata (a JSON object), stored in the index and shown by the CLI.
     pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets one typed field of the user metadata (`accuracy = 0.95`, `model = "xgboost"`),
+    /// keeping the others: fields are what [`EntryFilter`](cachet_core::EntryFilter) queries
+    /// find entries by (`accuracy >= 0.9`). A value JSON cannot hold (NaN, infinity) fails the
+    /// write with `Error::Config { field: "metadata value" }`.
+    ///
+    /// ```
+    /// # use cachet_cache::InsertOptions;
+    /// let options = InsertOptions::new().with_meta("accuracy", 0.95).with_meta("model", "xgboost");
+    /// # let _ = options;
+    /// ```
+    pub fn with_meta(mut self, field: impl Into<String>, value: impl Into<FieldValue>) -> Self {
+        let value = value.into();
+        if let Err(e) = value.validate() {
+            self.invalid_meta.get_or_insert(e.to_string());
+        }
+        let object = match self.metadata.take() {
+            Some(serde_json::Value::Object(map)) => map,
+            // Not an object: the write fails on it (to_put_options) unless a field replaces it.
+            _ => serde_json::Map::new(),
+        };
+        let mut object = object;
+        object.insert(field.into(), value.to_json());
+        self.metadata = Some(serde_json::Value::Object(object));
         self
     }
 
@@ -194,6 +222,9 @@ impl InsertOptions {
                 ),
             ));
         }
+        if let Some(reason) = &self.invalid_meta {
+            return Err(Error::config("metadata value", reason));
+        }
         if let Some(meta) = &self.metadata {
             if !meta.is_object() {
                 return Err(Error::config(
@@ -245,6 +276,12 @@ macro_rules! option_setters {
         /// Attaches user metadata (a JSON object).
         pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
             self.options = self.options.with_metadata(metadata);
+            self
+        }
+
+        /// Sets one typed field of the user metadata (see [`InsertOptions::with_meta`]).
+        pub fn with_meta(mut self, field: impl Into<String>, value: impl Into<FieldValue>) -> Self {
+            self.options = self.options.with_meta(field, value);
             self
         }
 

@@ -556,6 +556,12 @@ impl Store {
         }))
     }
 
+    /// Checks an entry's signature as reads do: `Error::Tampered` when signing is on and the
+    /// entry is unsigned or mis-signed; always `Ok` with signing off. (Its data is not read.)
+    pub fn verify_entry(&self, meta: &EntryMeta) -> Result<()> {
+        self.verify_signature(meta)
+    }
+
     pub(crate) fn verify_signature(&self, meta: &EntryMeta) -> Result<()> {
         match &self.inner.config.signing_key {
             Some(signing) => signing.verify(meta),

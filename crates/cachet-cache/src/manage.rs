@@ -1,0 +1,433 @@
+//! Management operations of the cache: update in place, batches, queries and deletes by filter,
+//! copy and move. They follow the cache's rules: keys resolve in the cache's namespace, an
+//! expired entry reads as absent, and damaged entries follow the integrity policy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet_core::{CacheKey, EntryFilter, EntryMeta, Error, ListQuery, Result};
+use cachet_storage::{BatchItem, DeleteReport, PutOptions, StoredEntry};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::{Cache, is_live};
+use crate::key::{IntoCacheKey, ResolvedKey};
+use crate::options::InsertOptions;
+
+/// Entries read per index round trip by [`Cache::find`].
+const FIND_PAGE: usize = 1_000;
+
+impl Cache {
+    /// The filter as the cache applies it: in the cache's namespace unless it names one.
+    fn scoped(&self, filter: &EntryFilter) -> EntryFilter {
+        let mut filter = filter.clone();
+        if filter.namespace.is_none() {
+            filter.namespace = Some(self.namespace.to_string());
+        }
+        filter
+    }
+
+    /// A live entry's metadata or `Error::NotFound` naming the key and the operation.
+    async fn require_live(&self, key: &CacheKey, op: &str) -> Result<EntryMeta> {
+        self.live_meta(key).await?.ok_or_else(|| {
+            Error::not_found(format_args!(
+                "entry {key} ({op} needs a live entry; an expired one counts as absent)"
+            ))
+        })
+    }
+
+    // ---------------------------------------------------------------- update
+
+    /// Replaces the value of a live entry, keeping its key, parameters, tags, user metadata,
+    /// creation time and expiry; sizes, digest, data type and signature are refreshed.
+    ///
+    /// # Errors
+    /// `Error::NotFound` when there is no live entry (an expired one counts as absent):
+    /// `update` never creates an entry, use [`insert`](Self::insert) for that.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert("report", &vec![1, 2]).with_tag("daily").await?;
+    /// let meta = cache.update("report", &vec![1, 2, 3]).await?;
+    /// assert_eq!(meta.tags, ["daily"]);
+    /// assert!(matches!(cache.update("nope", &0).await, Err(cachet_core::Error::NotFound { .. })));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn update<T: Serialize + ?Sized>(
+        &self,
+        key: impl IntoCacheKey,
+        value: &T,
+    ) -> Result<EntryMeta> {
+        let key = self.key(&key)?;
+        let existing = self.require_live(&key, "update").await?;
+        let meta = if existing.data_type == cachet_core::DataType::Json {
+            self.shared.store.update_json(&key, value).await?
+        } else {
+            self.shared.store.update_value(&key, value).await?
+        };
+        self.record_insert(&meta);
+        Ok(meta)
+    }
+
+    /// Replaces the value of a live entry with raw bytes (see [`update`](Self::update)).
+    pub async fn update_bytes(
+        &self,
+        key: impl IntoCacheKey,
+        data: impl AsRef<[u8]>,
+    ) -> Result<EntryMeta> {
+        let key = self.key(&key)?;
+        self.require_live(&key, "update").await?;
+        let meta = self.shared.store.update_bytes(&key, data.as_ref()).await?;
+        self.record_insert(&meta);
+        Ok(meta)
+    }
+
+    // ---------------------------------------------------------------- batches
+
+    /// Reads many serde values with **one index round trip** (values in blobs are then read a
+    /// few at a time). One slot per key, in order: `None` for a key that is absent, expired or
+    /// (unless strict) damaged. Counts a hit or a miss per key.
+    ///
+    /// # Errors
+    /// The first key whose value is of another type (`Error::TypeMismatch`), an integrity
+    /// failure in strict mode, or a backend failure.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert_many([("a", &1u32), ("c", &3u32)], &Default::default()).await?;
+    /// let got: Vec<Option<u32>> = cache.get_many(["a", "b", "c"]).await?;
+    /// assert_eq!(got, [Some(1), None, Some(3)]);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn get_many<T, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<Option<T>>>
+    where
+        T: DeserializeOwned,
+        K: IntoCacheKey,
+    {
+        let keys = self.keys(keys)?;
+        let entries = self.live_entries(&keys).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, entry) in keys.iter().zip(entries) {
+            let found = match entry {
+                Some(entry) => match self.shared.store.read_value::<T>(&entry).await {
+                    Ok(value) => Some((value, entry.meta.raw_size)),
+                    Err(e @ Error::TypeMismatch { .. }) => return Err(e),
+                    Err(e) => self.integrity(key, e)?,
+                },
+                None => None,
+            };
+            out.push(self.count(key, found));
+        }
+        Ok(out)
+    }
+
+    /// Reads many raw-bytes entries with one index round trip (see [`get_many`](Self::get_many)).
+    pub async fn get_bytes_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Bytes>>> {
+        let keys = self.keys(keys)?;
+        let entries = self.live_entries(&keys).await?;
+        let found: Vec<&StoredEntry> = entries.iter().flatten().collect();
+        let mut values = self.shared.store.read_raw_many(&found).await.into_iter();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, entry) in keys.iter().zip(&entries) {
+            let found = match entry {
+                Some(entry) => {
+                    let raw = values.next().expect("one read per live entry");
+                    if entry.meta.data_type != cachet_core::DataType::Bytes {
+                        return Err(Error::TypeMismatch {
+                            key: key.to_string(),
+                            expected: "bytes".into(),
+                            found: format!("{} data", entry.meta.data_type),
+                        });
+                    }
+                    match raw {
+                        Ok(bytes) => Some((bytes, entry.meta.raw_size)),
+                        Err(e) => self.integrity(key, e)?,
+                    }
+                }
+                None => None,
+            };
+            out.push(self.count(key, found));
+        }
+        Ok(out)
+    }
+
+    fn keys<K: IntoCacheKey>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<CacheKey>> {
+        keys.into_iter().map(|k| self.key(&k)).collect()
+    }
+
+    /// Looks up keys in one round trip; expired entries and (unless strict) entries whose
+    /// signature fails are `None`.
+    async fn live_entries(&self, keys: &[CacheKey]) -> Result<Vec<Option<StoredEntry>>> {
+        let now = self.now();
+        let looked_up = self.shared.store.lookup_many(keys).await?;
+        keys.iter()
+            .zip(looked_up)
+            .map(|(key, slot)| match slot {
+                Ok(Some(entry)) if is_live(&entry.meta, now) => Ok(Some(entry)),
+                Ok(_) => Ok(None),
+                Err(e) => self.integrity(key, e),
+            })
+            .collect()
+    }
+
+    /// Stores many serde values (MessagePack) with the same options, committing every index
+    /// row in **one transaction**. Returns the entries' metadata, in order.
+    ///
+    /// See [`get_many`](Self::get_many) for an example.
+    pub async fn insert_many<'v, K, T>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v T)>,
+        options: &InsertOptions,
+    ) -> Result<Vec<EntryMeta>>
+    where
+        K: IntoCacheKey,
+        T: Serialize + ?Sized + 'v,
+    {
+        let mut batch = Vec::new();
+        for (key, value) in items {
+            let key = ResolvedKey::new(&key, &self.namespace)?;
+            let put = options.to_put_options(self.shared.default_ttl, key.params)?;
+            batch.push(if options.is_json() {
+                BatchItem::json(key.key, value, put)?
+            } else {
+                BatchItem::value(key.key, value, put)?
+            });
+        }
+        let metas = self.shared.store.put_many(batch).await?;
+        metas.iter().for_each(|m| self.record_insert(m));
+        Ok(metas)
+    }
+
+    /// Stores many raw-bytes values with the same options in one transaction.
+    pub async fn insert_bytes_many<K, B>(
+        &self,
+        items: impl IntoIterator<Item = (K, B)>,
+        options: &InsertOptions,
+    ) -> Result<Vec<EntryMeta>>
+    where
+        K: IntoCacheKey,
+        B: Into<Bytes>,
+    {
+        let mut batch = Vec::new();
+        for (key, data) in items {
+            let key = ResolvedKey::new(&key, &self.namespace)?;
+            let put = options.to_put_options(self.shared.default_ttl, key.params)?;
+            batch.push(BatchItem::bytes(key.key, data, put));
+        }
+        let metas = self.shared.store.put_many(batch).await?;
+        metas.iter().for_each(|m| self.record_insert(m));
+        Ok(metas)
+    }
+
+    /// Replaces the values of many live entries in one transaction (see
+    /// [`update`](Self::update) for what is kept). One flag per item, in order: `false` when
+    /// there was no live entry (nothing is created for it).
+    pub async fn update_many<'v, K, T>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v T)>,
+    ) -> Result<Vec<bool>>
+    where
+        K: IntoCacheKey,
+        T: Serialize + ?Sized + 'v,
+    {
+        let mut batch = Vec::new();
+        for (key, value) in items {
+            let key = self.key(&key)?;
+            batch.push(BatchItem::value(key, value, PutOptions::default())?);
+        }
+        let keys: Vec<CacheKey> = batch.iter().map(|i| i.key.clone()).collect();
+        let live = self.live_entries(&keys).await?;
+        let (live_items, slots): (Vec<BatchItem>, Vec<usize>) = batch
+            .into_iter()
+            .zip(&live)
+            .enumerate()
+            .filter(|(_, (_, entry))| entry.is_some())
+            .map(|(slot, (item, _))| (item, slot))
+            .unzip();
+        let mut updated = vec![false; keys.len()];
+        for (slot, meta) in slots
+            .into_iter()
+            .zip(self.shared.store.update_many(live_items).await?)
+        {
+            if let Some(meta) = meta {
+                self.record_insert(&meta);
+                updated[slot] = true;
+            }
+        }
+        Ok(updated)
+    }
+
+    /// Deletes many entries in one transaction; one flag per key, in order: whether an entry
+    /// (live or expired) existed. Blobs no other entry shares are reclaimed.
+    pub async fn invalidate_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<bool>> {
+        let keys = self.keys(keys)?;
+        self.shared.store.delete_many(&keys).await
+    }
+
+    /// Resets the TTL of many live entries to `ttl` from now (`None`: the cache's default TTL,
+    /// or no expiry), reading them with one round trip and changing them in one transaction.
+    /// One flag per key, in order: `false` when there was no live entry.
+    pub async fn touch_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        ttl: Option<Duration>,
+    ) -> Result<Vec<bool>> {
+        let ttl = ttl.or(self.shared.default_ttl);
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::config("ttl", "a TTL must be longer than zero"));
+        }
+        let keys = self.keys(keys)?;
+        let live = self.live_entries(&keys).await?;
+        let expires_at = ttl.map(|t| self.now().plus(t));
+        let (changes, slots): (Vec<_>, Vec<usize>) = keys
+            .into_iter()
+            .zip(&live)
+            .enumerate()
+            .filter(|(_, (_, entry))| entry.is_some())
+            .map(|(slot, (key, _))| ((key, expires_at), slot))
+            .unzip();
+        let mut touched = vec![false; live.len()];
+        for (slot, done) in slots
+            .into_iter()
+            .zip(self.shared.store.set_expiry_many(&changes).await?)
+        {
+            touched[slot] = done;
+        }
+        Ok(touched)
+    }
+
+    // ---------------------------------------------------------------- queries and deletes
+
+    /// The live entries matching `filter` (in the cache's namespace unless the filter names
+    /// one), with all their metadata, in key order, evaluated by the index itself. Stops after
+    /// `limit` entries (0: no limit).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachet_core::{EntryFilter, FieldCondition};
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert("m1", &"weights").with_meta("accuracy", 0.95).with_meta("model", "xgboost").await?;
+    /// cache.insert("m2", &"weights").with_meta("accuracy", 0.71).with_meta("model", "linear").await?;
+    /// let good = cache.find(&EntryFilter::all().metadata(FieldCondition::parse("accuracy >= 0.9")?), 0).await?;
+    /// assert_eq!(good.len(), 1);
+    /// assert_eq!(good[0].user_metadata.as_ref().unwrap()["model"], "xgboost");
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn find(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        let now = self.now();
+        let mut query = ListQuery::matching(self.scoped(filter)).with_limit(FIND_PAGE);
+        let mut found = Vec::new();
+        loop {
+            let page = self.shared.store.list(&query).await?;
+            let Some(last) = page.last() else { break };
+            query.after = Some(last.key.clone());
+            for meta in page {
+                if is_live(&meta, now) {
+                    if let Err(e) = self.shared.store.verify_entry(&meta) {
+                        self.integrity::<()>(&meta.key, e)?; // strict: an error; else skipped
+                        continue;
+                    }
+                    found.push(meta);
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes every entry matching `filter` (in the cache's namespace unless the filter
+    /// names one), expired or not, evaluated by the index in atomic batches; reclaims their
+    /// blobs. With `dry_run`, reports what would be deleted and changes nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachet_core::{EntryFilter, FieldCondition};
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert(cachet_core::params! { "project" => "x", "day" => 1 }, &1).await?;
+    /// cache.insert(cachet_core::params! { "project" => "y", "day" => 1 }, &2).await?;
+    /// let filter = EntryFilter::all().param(FieldCondition::eq("project", "x"));
+    /// assert_eq!(cache.invalidate_where(&filter, true).await?.entries(), 1); // dry run
+    /// assert_eq!(cache.invalidate_where(&filter, false).await?.entries(), 1);
+    /// assert_eq!(cache.index_stats().await?.entries, 1);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn invalidate_where(
+        &self,
+        filter: &EntryFilter,
+        dry_run: bool,
+    ) -> Result<DeleteReport> {
+        let report = self
+            .shared
+            .store
+            .delete_where(&self.scoped(filter), dry_run)
+            .await?;
+        tracing::info!(entries = report.entries(), dry_run, "invalidate_where");
+        Ok(report)
+    }
+
+    // ---------------------------------------------------------------- copy and move
+
+    /// Copies a live entry to another key of this cache's namespace without copying its value
+    /// (both reference the same stored content).
+    ///
+    /// # Errors
+    /// `Error::NotFound` when there is no live source; `Error::AlreadyExists` when the
+    /// destination exists and `overwrite` is off.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let weights: Vec<u32> = (0..100_000).collect();
+    /// cache.insert("model-v7", &weights).await?;
+    /// cache.copy("model-v7", "model-latest", true).await?;
+    /// assert_eq!(cache.index_stats().await?.blobs, 1);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn copy(
+        &self,
+        from: impl IntoCacheKey,
+        to: impl IntoCacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        let (from, to) = (self.key(&from)?, self.key(&to)?);
+        self.require_live(&from, "copy").await?;
+        self.shared.store.copy_entry(&from, &to, overwrite).await
+    }
+
+    /// Moves a live entry to another key atomically (see `Store::move_entry`): afterwards
+    /// exactly one of the keys holds it.
+    ///
+    /// # Errors
+    /// `Error::NotFound` when there is no live source; `Error::AlreadyExists` when the
+    /// destination exists and `overwrite` is off (nothing changes).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert("draft", &"numbers").await?;
+    /// cache.rename("draft", "final", false).await?;
+    /// assert_eq!(cache.get::<String>("draft").await?, None);
+    /// assert_eq!(cache.get::<String>("final").await?.as_deref(), Some("numbers"));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn rename(
+        &self,
+        from: impl IntoCacheKey,
+        to: impl IntoCacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        let (from, to) = (self.key(&from)?, self.key(&to)?);
+        self.require_live(&from, "rename").await?;
+        self.shared.store.move_entry(&from, &to, overwrite).await
+    }
+}

@@ -53,4 +53,8 @@ pub use manage::{BatchItem, DeleteReport};
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};
 pub use store::{ExpiredReport, GcReport, PutOptions, Store, StoredEntry};
+pub use verify::{
+    Problem, ProblemKind, RepairOptions, RepairReport, VerifyOptions, VerifyPhase, VerifyProgress,
+    VerifyReport,
+};
 pub use writer::ValueWriter;

@@ -13,7 +13,8 @@
 //!
 //! Groups: `small` (100 B puts, hits, misses), `1MiB` (put, get), `256MiB` (streaming put and
 //! get of random and arange data; `CACHET_BENCH_BIG_MIB` overrides the size), `keys` (key
-//! derivation from params), `memo` (a `get_with` hit).
+//! derivation from params), `memo` (a `get_with` hit), `batch` (1,000-key batches against
+//! 1,000 single calls).
 //!
 //! ```text
 //! cargo bench -p cachet-benches                 # everything (about 1.5 minutes on 2 cores)
@@ -392,5 +393,127 @@ fn memo(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small, one_mib, big, keys, memo);
+/// Batch operations against one-by-one calls on the embedded SQLite index: 1,000 small
+/// (100 B, inline) values read with `get_bytes_many` (one index round trip) versus 1,000
+/// `get_bytes` calls, and written with `insert_bytes_many` (one transaction) versus 1,000
+/// `insert_bytes` calls. The target: the batch get at least 10x faster.
+fn batch(c: &mut Criterion) {
+    const BATCH: usize = 1_000;
+    let rt = runtime();
+    let mut group = c.benchmark_group("batch");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let (_dir, cache) = fresh_cache(&rt);
+    const FILLED: usize = 10 * BATCH;
+    let keys: Vec<String> = (0..FILLED).map(|i| format!("batch{i}")).collect();
+    let mut value = random_bytes(100, 2);
+    rt.block_on(async {
+        for chunk in keys.chunks(BATCH) {
+            let items: Vec<(&str, Vec<u8>)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    stamp(&mut value, i as u64);
+                    (k.as_str(), value.clone())
+                })
+                .collect();
+            cache
+                .insert_bytes_many(items, &Default::default())
+                .await
+                .expect("prefill");
+        }
+    });
+    let mut round = 0usize;
+    let mut next_batch = || {
+        round = (round + 1) % (FILLED / BATCH);
+        &keys[round * BATCH..(round + 1) * BATCH]
+    };
+    group.bench_function("get_1000x100B_single", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let batch = next_batch();
+                elapsed += rt.block_on(async {
+                    let start = Instant::now();
+                    for key in batch {
+                        black_box(cache.get_bytes(key.as_str()).await.expect("get").expect("hit"));
+                    }
+                    start.elapsed()
+                });
+                settle(&rt, &cache);
+            }
+            elapsed
+        })
+    });
+    group.bench_function("get_1000x100B_batch", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let batch = next_batch();
+                elapsed += rt.block_on(async {
+                    let start = Instant::now();
+                    let got = cache
+                        .get_bytes_many(batch.iter().map(String::as_str))
+                        .await
+                        .expect("get_many");
+                    assert!(black_box(got).iter().all(Option::is_some));
+                    start.elapsed()
+                });
+                settle(&rt, &cache);
+            }
+            elapsed
+        })
+    });
+    let mut next = 0u64;
+    let mut fresh_keys = |n: u64| {
+        let keys: Vec<String> = (next..next + n).map(|i| format!("new{i}")).collect();
+        next += n;
+        keys
+    };
+    group.bench_function("put_1000x100B_single", |b| {
+        b.iter_custom(|iters| {
+            let keys = fresh_keys(iters * BATCH as u64);
+            rt.block_on(async {
+                let start = Instant::now();
+                for (i, key) in keys.iter().enumerate() {
+                    stamp(&mut value, i as u64);
+                    cache
+                        .insert_bytes(key.as_str(), value.as_slice())
+                        .await
+                        .expect("put");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("put_1000x100B_batch", |b| {
+        b.iter_custom(|iters| {
+            let keys = fresh_keys(iters * BATCH as u64);
+            let values: Vec<Vec<u8>> = (0..keys.len())
+                .map(|i| {
+                    stamp(&mut value, i as u64);
+                    value.clone()
+                })
+                .collect();
+            rt.block_on(async {
+                let start = Instant::now();
+                for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+                    let items = keys.iter().map(String::as_str).zip(values.iter().cloned());
+                    black_box(
+                        cache
+                            .insert_bytes_many(items, &Default::default())
+                            .await
+                            .expect("put_many"),
+                    );
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, small, one_mib, big, keys, memo, batch);
 criterion_main!(benches);

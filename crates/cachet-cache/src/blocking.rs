@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet_core::{BlobBackend, BoxError, Clock, Compression, EntryMeta, Error, IndexStats};
-use cachet_core::{MetadataBackend, Result};
-use cachet_storage::{GcReport, SigningKey, Store, StoreConfig, ValueReader};
+use cachet_core::{EntryFilter, MetadataBackend, Result};
+use cachet_storage::{DeleteReport, GcReport, SigningKey, Store, StoreConfig, ValueReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
@@ -360,6 +360,130 @@ impl Cache {
     /// Totals over the whole index.
     pub fn index_stats(&self) -> Result<IndexStats> {
         self.run(self.inner.index_stats())
+    }
+
+    // ---------------------------------------------------------------- management
+
+    /// Replaces the value of a live entry, keeping the rest (see [`crate::Cache::update`]).
+    pub fn update<T: Serialize + Sync + ?Sized>(
+        &self,
+        key: impl IntoCacheKey,
+        value: &T,
+    ) -> Result<EntryMeta> {
+        self.run(self.inner.update(key, value))
+    }
+
+    /// Replaces the value of a live entry with raw bytes (see [`crate::Cache::update_bytes`]).
+    pub fn update_bytes(
+        &self,
+        key: impl IntoCacheKey,
+        data: impl AsRef<[u8]>,
+    ) -> Result<EntryMeta> {
+        self.run(self.inner.update_bytes(key, data))
+    }
+
+    /// Reads many serde values with one index round trip (see [`crate::Cache::get_many`]).
+    ///
+    /// ```
+    /// let cache = cachet_cache::blocking::Cache::builder().in_memory().build()?;
+    /// cache.insert_many([("a", &1u32), ("b", &2u32)], &Default::default())?;
+    /// assert_eq!(cache.get_many::<u32, _>(["a", "x", "b"])?, [Some(1), None, Some(2)]);
+    /// # Ok::<(), cachet_core::Error>(())
+    /// ```
+    pub fn get_many<T: DeserializeOwned, K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<T>>> {
+        self.run(self.inner.get_many(keys))
+    }
+
+    /// Reads many raw-bytes entries with one index round trip.
+    pub fn get_bytes_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Bytes>>> {
+        self.run(self.inner.get_bytes_many(keys))
+    }
+
+    /// Stores many serde values in one transaction (see [`crate::Cache::insert_many`]).
+    pub fn insert_many<'v, K, T>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v T)>,
+        options: &InsertOptions,
+    ) -> Result<Vec<EntryMeta>>
+    where
+        K: IntoCacheKey,
+        T: Serialize + Sync + ?Sized + 'v,
+    {
+        self.run(self.inner.insert_many(items, options))
+    }
+
+    /// Stores many raw-bytes values in one transaction.
+    pub fn insert_bytes_many<K: IntoCacheKey, B: Into<Bytes>>(
+        &self,
+        items: impl IntoIterator<Item = (K, B)>,
+        options: &InsertOptions,
+    ) -> Result<Vec<EntryMeta>> {
+        self.run(self.inner.insert_bytes_many(items, options))
+    }
+
+    /// Replaces the values of many live entries in one transaction.
+    pub fn update_many<'v, K, T>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v T)>,
+    ) -> Result<Vec<bool>>
+    where
+        K: IntoCacheKey,
+        T: Serialize + Sync + ?Sized + 'v,
+    {
+        self.run(self.inner.update_many(items))
+    }
+
+    /// Deletes many entries in one transaction.
+    pub fn invalidate_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<bool>> {
+        self.run(self.inner.invalidate_many(keys))
+    }
+
+    /// Resets the TTL of many live entries (see [`crate::Cache::touch_many`]).
+    pub fn touch_many<K: IntoCacheKey>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        ttl: Option<Duration>,
+    ) -> Result<Vec<bool>> {
+        self.run(self.inner.touch_many(keys, ttl))
+    }
+
+    /// The live entries matching a filter (see [`crate::Cache::find`]).
+    pub fn find(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        self.run(self.inner.find(filter, limit))
+    }
+
+    /// Deletes the entries matching a filter (see [`crate::Cache::invalidate_where`]).
+    pub fn invalidate_where(&self, filter: &EntryFilter, dry_run: bool) -> Result<DeleteReport> {
+        self.run(self.inner.invalidate_where(filter, dry_run))
+    }
+
+    /// Copies an entry to another key without copying its value (see [`crate::Cache::copy`]).
+    pub fn copy(
+        &self,
+        from: impl IntoCacheKey,
+        to: impl IntoCacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        self.run(self.inner.copy(from, to, overwrite))
+    }
+
+    /// Moves an entry to another key atomically (see [`crate::Cache::rename`]).
+    pub fn rename(
+        &self,
+        from: impl IntoCacheKey,
+        to: impl IntoCacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        self.run(self.inner.rename(from, to, overwrite))
     }
 }
 

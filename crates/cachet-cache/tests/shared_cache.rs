@@ -566,6 +566,66 @@ impl cachet_core::MetadataBackend for CountingIndex {
     async fn flush(&self) -> cachet_core::Result<()> {
         self.0.flush().await
     }
+    async fn get_many(
+        &self,
+        keys: &[cachet_core::CacheKey],
+    ) -> cachet_core::Result<Vec<Option<cachet_core::EntryRecord>>> {
+        self.count();
+        self.0.get_many(keys).await
+    }
+    async fn get_meta_many(
+        &self,
+        keys: &[cachet_core::CacheKey],
+    ) -> cachet_core::Result<Vec<Option<cachet_core::EntryMeta>>> {
+        self.count();
+        self.0.get_meta_many(keys).await
+    }
+    async fn put_many(
+        &self,
+        records: Vec<cachet_core::EntryRecord>,
+        condition: cachet_core::WriteCondition,
+    ) -> cachet_core::Result<Vec<cachet_core::PutOutcome>> {
+        self.count();
+        self.0.put_many(records, condition).await
+    }
+    async fn delete_many(
+        &self,
+        keys: &[cachet_core::CacheKey],
+    ) -> cachet_core::Result<Vec<Option<cachet_core::EntryMeta>>> {
+        self.count();
+        self.0.delete_many(keys).await
+    }
+    async fn delete_matching(
+        &self,
+        filter: &cachet_core::EntryFilter,
+        limit: usize,
+    ) -> cachet_core::Result<Vec<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.delete_matching(filter, limit).await
+    }
+    async fn update_expiry_many(
+        &self,
+        updates: &[cachet_core::ExpiryUpdate],
+    ) -> cachet_core::Result<Vec<bool>> {
+        self.count();
+        self.0.update_expiry_many(updates).await
+    }
+    async fn move_entry(
+        &self,
+        from: &cachet_core::CacheKey,
+        to: cachet_core::EntryMeta,
+        overwrite: bool,
+    ) -> cachet_core::Result<cachet_core::MoveOutcome> {
+        self.count();
+        self.0.move_entry(from, to, overwrite).await
+    }
+    async fn count_blob_references(
+        &self,
+        ids: &[cachet_core::BlobId],
+    ) -> cachet_core::Result<Vec<u64>> {
+        self.count();
+        self.0.count_blob_references(ids).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -624,7 +684,7 @@ impl cachet_core::BlobBackend for CountingBlobs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_costs_one_index_round_trip_plus_one_object_read_and_inline_values_one() {
+async fn a_get_costs_one_index_round_trip_plus_one_object_read_and_a_batch_one_in_all() {
     let Some((index_url, blobs_url)) = fresh_cache_urls("round_trips") else {
         return;
     };
@@ -677,6 +737,37 @@ async fn a_get_costs_one_index_round_trip_plus_one_object_read_and_inline_values
         (after_miss.0 - after_large.0, after_miss.1 - after_large.1),
         (1, 0),
         "a miss: one index statement"
+    );
+
+    // Batches: one index call for the whole batch, whatever its size.
+    let keys: Vec<String> = (0..500).map(|i| format!("batch-{i}")).collect();
+    let items = keys.iter().map(|k| (k.as_str(), k.as_bytes().to_vec()));
+    cache
+        .insert_bytes_many(items, &Default::default())
+        .await
+        .unwrap();
+    let after_put = snapshot();
+    assert_eq!(
+        (after_put.0 - after_miss.0, after_put.1 - after_miss.1),
+        (1, 0),
+        "500 small values: one index transaction, no object request"
+    );
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.push("missing");
+    let got = cache.get_bytes_many(asked).await.unwrap();
+    assert!(got[..500].iter().all(Option::is_some) && got[500].is_none());
+    let after_get = snapshot();
+    assert_eq!(
+        (after_get.0 - after_put.0, after_get.1 - after_put.1),
+        (1, 0),
+        "a batch get of 501 keys: one index statement"
+    );
+    let removed = cache.invalidate_many(&keys).await.unwrap();
+    assert!(removed.iter().all(|r| *r));
+    assert_eq!(
+        snapshot().0 - after_get.0,
+        1,
+        "a batch delete: one index transaction"
     );
 }
 

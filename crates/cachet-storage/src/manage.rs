@@ -219,10 +219,32 @@ impl Store {
     /// Reads the raw content of many looked-up entries: values held inline cost no I/O, values
     /// in blobs are fetched a few at a time. One result per entry, in order.
     pub async fn read_raw_many(&self, entries: &[&StoredEntry]) -> Vec<Result<Bytes>> {
-        futures_util::stream::iter(entries.iter().map(|entry| self.read_raw(entry)))
-            .buffered(BATCH_BLOB_READS)
+        // Inline values are decoded here, without a future each; blobs are fetched concurrently.
+        let mut out: Vec<Option<Result<Bytes>>> = entries
+            .iter()
+            .map(|entry| self.decode_inline(entry))
+            .collect();
+        let blob_reads: Vec<(usize, Result<Bytes>)> = futures_util::stream::iter(
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(slot, _)| out[*slot].is_none())
+                .map(|(slot, entry)| async move { (slot, self.read_raw(entry).await) }),
+        )
+        .buffer_unordered(BATCH_BLOB_READS)
+        .collect()
+        .await;
+        for (slot, read) in blob_reads {
+            out[slot] = Some(read);
+        }
+        for (entry, read) in entries.iter().zip(&out) {
+            if matches!(read, Some(Ok(_))) && entry.meta.location == Location::Inline {
+                self.record_access(&entry.meta).await;
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every entry read"))
             .collect()
-            .await
     }
 
     /// Reads many raw-bytes entries: one index round trip for the batch. One slot per key, in

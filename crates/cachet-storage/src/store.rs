@@ -569,6 +569,22 @@ impl Store {
         }
     }
 
+    /// Decodes and verifies an inline entry's content (no I/O; access not recorded); `None`
+    /// for an entry whose value lives in a blob.
+    pub(crate) fn decode_inline(&self, entry: &StoredEntry) -> Option<Result<Bytes>> {
+        if entry.meta.location != Location::Inline {
+            return None;
+        }
+        let what = entry.meta.key.to_string();
+        let Some(stored) = &entry.inline else {
+            return Some(Err(Error::corrupt(&what, "inline entry without data")));
+        };
+        Some(
+            format::decode_all(&what, stored.clone(), entry.meta.raw_size)
+                .and_then(|(raw, info)| verify_content(&entry.meta, &info, &raw).map(|()| raw)),
+        )
+    }
+
     /// Reads and verifies an entry's raw (encoded) content, whatever its data type.
     pub async fn read_raw(&self, entry: &StoredEntry) -> Result<Bytes> {
         let what = entry.meta.key.to_string();
@@ -703,7 +719,7 @@ impl Store {
         Ok(self.inner.meta.get_meta(key).await?.is_some())
     }
 
-    async fn record_access(&self, meta: &EntryMeta) {
+    pub(crate) async fn record_access(&self, meta: &EntryMeta) {
         let busy = self.inner.access_gate.busy();
         if let Some(batch) = self
             .inner

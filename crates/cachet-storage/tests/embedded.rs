@@ -278,6 +278,43 @@ impl MetadataBackend for DiesBeforeCommit {
     async fn release_claimed_blobs(&self, ids: &[BlobId]) -> Result<()> {
         self.0.release_claimed_blobs(ids).await
     }
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>> {
+        self.0.get_many(keys).await
+    }
+    async fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        self.0.get_meta_many(keys).await
+    }
+    async fn put_many(
+        &self,
+        _records: Vec<EntryRecord>,
+        _condition: cachet_core::WriteCondition,
+    ) -> Result<Vec<cachet_core::PutOutcome>> {
+        std::process::abort()
+    }
+    async fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        self.0.delete_many(keys).await
+    }
+    async fn delete_matching(
+        &self,
+        filter: &cachet_core::EntryFilter,
+        limit: usize,
+    ) -> Result<Vec<EntryMeta>> {
+        self.0.delete_matching(filter, limit).await
+    }
+    async fn update_expiry_many(&self, updates: &[cachet_core::ExpiryUpdate]) -> Result<Vec<bool>> {
+        self.0.update_expiry_many(updates).await
+    }
+    async fn move_entry(
+        &self,
+        _from: &CacheKey,
+        _to: EntryMeta,
+        _overwrite: bool,
+    ) -> Result<cachet_core::MoveOutcome> {
+        std::process::abort()
+    }
+    async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
+        self.0.count_blob_references(ids).await
+    }
 }
 
 fn spawn_worker(role: &str, dir: &Path, extra: &[(&str, String)]) -> std::process::Child {

@@ -97,13 +97,14 @@ pub use cachet_cache::{
     InsertBytes, InsertFuture, InsertOptions, IntoCacheKey, blocking, memo_key, parse_ttl,
 };
 pub use cachet_core::{
-    BlobBackend, BlobCapabilities, BlobId, BoxError, CacheKey, Clock, Compression, ContentDigest,
-    DataType, EntryMeta, Error, IndexStats, ListQuery, Location, ManualClock, MetadataBackend,
-    MetadataCapabilities, ParamValue, Params, Result, SystemClock, Timestamp, params,
+    BlobBackend, BlobCapabilities, BlobId, BoxError, CacheKey, Clock, Comparison, Compression,
+    ContentDigest, DataType, EntryFilter, EntryMeta, Error, FieldCondition, FieldValue, IndexStats,
+    ListQuery, Location, ManualClock, MetadataBackend, MetadataCapabilities, ParamValue, Params,
+    Result, SystemClock, Timestamp, params,
 };
 pub use cachet_storage::{
-    CopyOptions, CopyReport, GcReport, PutOptions, SigningKey, Store, StoreConfig, StoredEntry,
-    ValueReader, ValueWriter,
+    BatchItem, CopyOptions, CopyReport, DeleteReport, GcReport, PutOptions, SigningKey, Store,
+    StoreConfig, StoredEntry, ValueReader, ValueWriter,
 };
 
 /// The crates underneath, for what the facade does not re-export.

@@ -137,6 +137,11 @@ pub mod backends {
 #[doc = include_str!("../../../docs/DEPLOYMENT.md")]
 pub struct DeploymentDoctests;
 
+/// The code of docs/MANAGEMENT.md, compiled as doctests so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/MANAGEMENT.md")]
+pub struct ManagementDoctests;
+
 /// The README's code, compiled as doctests so that it cannot drift from the API.
 #[cfg(all(doctest, feature = "meta-sqlite", feature = "blob-fs"))]
 #[doc = include_str!("../../../README.md")]

@@ -728,7 +728,8 @@ async fn list_pages_through_entries_in_key_order() {
             .unwrap();
     }
     let mut seen = Vec::new();
-    let mut query = ListQuery::matching(cachet_core::EntryFilter::all().namespace("ns")).with_limit(10);
+    let mut query =
+        ListQuery::matching(cachet_core::EntryFilter::all().namespace("ns")).with_limit(10);
     loop {
         let page = f.store.list(&query).await.unwrap();
         if page.is_empty() {

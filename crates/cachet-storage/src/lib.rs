@@ -47,6 +47,10 @@ mod store;
 mod verify;
 mod writer;
 
+pub use archive::{
+    ARCHIVE_FORMAT, ARCHIVE_VERSION, ExportOptions, ExportReport, ImportOptions, ImportReport,
+    MAX_JSON_MEMBER,
+};
 pub use config::StoreConfig;
 pub use copy::{CopyOptions, CopyReport};
 pub use manage::{BatchItem, DeleteReport};

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cachet::{Cache, CacheKey, DataType, ListQuery};
+use cachet::{Cache, CacheKey, DataType, EntryFilter, ListQuery};
 use clap::{Parser, Subcommand};
 
 /// Command-line arguments.
@@ -148,12 +148,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             json,
         } => {
             let cache = open_existing(&cli.cache).await?;
-            let query = ListQuery {
-                namespace,
-                id_prefix: prefix,
-                limit,
-                ..Default::default()
-            };
+            let mut filter = EntryFilter::all();
+            filter.namespace = namespace;
+            filter.id_prefix = prefix;
+            let query = ListQuery::matching(filter).with_limit(limit);
             format::list(&cache, query, limit, json, out).await
         }
         Command::Get {

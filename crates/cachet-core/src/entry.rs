@@ -61,6 +61,14 @@ impl FromStr for ContentDigest {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::corrupt("content digest", format!("cannot parse `{s}`"));
         let (algo, hex_part) = s.split_once(':').ok_or_else(bad)?;
+        // `from_str_radix` would accept a leading `+` and upper case: the index holds exactly
+        // lowercase hex, so anything else is damage.
+        if !hex_part
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(bad());
+        }
         match algo {
             "xxh3-128" if hex_part.len() == 32 => u128::from_str_radix(hex_part, 16)
                 .map(ContentDigest::Xxh3_128)
@@ -465,6 +473,18 @@ mod column_tests {
         assert!(BlobId::from_sharded_name("sha256", "ab", hex).is_none());
         assert!(BlobId::from_sharded_name("xxh3-128", "AB", &hex.to_uppercase()).is_none());
         assert!(BlobId::from_sharded_name("xxh3-128", "ab", "abcd.tmp").is_none());
+    }
+
+    #[test]
+    fn a_digest_is_exactly_lowercase_hex() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(format!("xxh3-128:{hex}").parse::<ContentDigest>().is_ok());
+        for bad in [
+            format!("xxh3-128:+{}", &hex[1..]),
+            format!("xxh3-128:{}", hex.to_uppercase()),
+        ] {
+            assert!(bad.parse::<ContentDigest>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,7 +30,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use cachet_core::{BlobBackend, BoxError, Clock, Compression, EntryMeta, Error, IndexStats};
 use cachet_core::{EntryFilter, MetadataBackend, Result};
-use cachet_storage::{DeleteReport, GcReport, SigningKey, Store, StoreConfig, ValueReader};
+use cachet_storage::{
+    DeleteReport, GcReport, RepairOptions, RepairReport, SigningKey, Store, StoreConfig,
+    ValueReader, VerifyOptions, VerifyProgress, VerifyReport,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
@@ -474,6 +477,24 @@ impl Cache {
         overwrite: bool,
     ) -> Result<EntryMeta> {
         self.run(self.inner.copy(from, to, overwrite))
+    }
+
+    /// Checks every entry and the blob store (see [`crate::Cache::verify`]).
+    pub fn verify(
+        &self,
+        options: &VerifyOptions,
+        progress: impl FnMut(&VerifyProgress),
+    ) -> Result<VerifyReport> {
+        self.run(self.inner.verify(options, progress))
+    }
+
+    /// Removes what verification finds broken (see [`crate::Cache::repair`]).
+    pub fn repair(
+        &self,
+        options: &RepairOptions,
+        progress: impl FnMut(&VerifyProgress),
+    ) -> Result<RepairReport> {
+        self.run(self.inner.repair(options, progress))
     }
 
     /// Moves an entry to another key atomically (see [`crate::Cache::rename`]).

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet_core::{CacheKey, EntryFilter, EntryMeta, Error, ListQuery, Result};
-use cachet_storage::{BatchItem, DeleteReport, PutOptions, StoredEntry};
+use cachet_storage::{
+    BatchItem, DeleteReport, ExportOptions, ExportReport, ImportOptions, ImportReport, PutOptions,
+    RepairOptions, RepairReport, StoredEntry, VerifyOptions, VerifyProgress, VerifyReport,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -429,5 +432,74 @@ impl Cache {
         let (from, to) = (self.key(&from)?, self.key(&to)?);
         self.require_live(&from, "rename").await?;
         self.shared.store.move_entry(&from, &to, overwrite).await
+    }
+
+    // ---------------------------------------------------------------- archives and checks
+
+    /// Writes the live entries matching `options.filter` (in the cache's namespace unless the
+    /// filter names one) to a portable archive (see `Store::export` and docs/ARCHIVE.md).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let (source, target) = (cachet_cache::Cache::builder().in_memory().build().await?,
+    /// #     cachet_cache::Cache::builder().in_memory().build().await?);
+    /// source.insert("a", &vec![1u8, 2, 3]).with_meta("run", 7).await?;
+    /// let mut archive = Vec::new();
+    /// let exported = source.export(&mut archive, &Default::default(), |_| {}).await?;
+    /// let imported = target.import(archive.as_slice(), &Default::default(), |_| {}).await?;
+    /// assert_eq!((exported.entries, imported.imported), (1, 1));
+    /// assert_eq!(target.get::<Vec<u8>>("a").await?, Some(vec![1, 2, 3]));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn export<W: tokio::io::AsyncWrite + Unpin + Send>(
+        &self,
+        out: W,
+        options: &ExportOptions,
+        progress: impl FnMut(&ExportReport),
+    ) -> Result<ExportReport> {
+        let mut options = options.clone();
+        options.filter = self.scoped(&options.filter);
+        self.shared.store.export(out, &options, progress).await
+    }
+
+    /// Reads an archive written by [`export`](Self::export) into this cache, verifying every
+    /// entry's digest (see `Store::import`): a damaged entry is reported and not imported, the
+    /// others are. Entries keep the namespaces they were exported from.
+    pub async fn import<R: tokio::io::AsyncRead + Unpin + Send>(
+        &self,
+        input: R,
+        options: &ImportOptions,
+        progress: impl FnMut(&ImportReport),
+    ) -> Result<ImportReport> {
+        self.shared.store.import(input, options, progress).await
+    }
+
+    /// Checks every entry (and the blob store) and reports what is broken (see
+    /// `Store::verify` and docs/VERIFY.md).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert("a", &1).await?;
+    /// let report = cache.verify(&Default::default(), |_| {}).await?;
+    /// assert!(report.is_clean());
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn verify(
+        &self,
+        options: &VerifyOptions,
+        progress: impl FnMut(&VerifyProgress),
+    ) -> Result<VerifyReport> {
+        self.shared.store.verify(options, progress).await
+    }
+
+    /// Verifies, then removes what is broken and reclaims unreferenced blobs (with
+    /// `dry_run`, only reports what it would remove); see `Store::repair`.
+    pub async fn repair(
+        &self,
+        options: &RepairOptions,
+        progress: impl FnMut(&VerifyProgress),
+    ) -> Result<RepairReport> {
+        self.shared.store.repair(options, progress).await
     }
 }

@@ -103,8 +103,10 @@ pub use cachet_core::{
     Result, SystemClock, Timestamp, params,
 };
 pub use cachet_storage::{
-    BatchItem, CopyOptions, CopyReport, DeleteReport, GcReport, PutOptions, SigningKey, Store,
-    StoreConfig, StoredEntry, ValueReader, ValueWriter,
+    BatchItem, CopyOptions, CopyReport, DeleteReport, ExportOptions, ExportReport, GcReport,
+    ImportOptions, ImportReport, Problem, ProblemKind, PutOptions, RepairOptions, RepairReport,
+    SigningKey, Store, StoreConfig, StoredEntry, ValueReader, ValueWriter, VerifyOptions,
+    VerifyProgress, VerifyReport,
 };
 
 /// The crates underneath, for what the facade does not re-export.

@@ -1,5 +1,6 @@
 //! [`SqliteMetadata`]: the [`MetadataBackend`] implementation.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -105,24 +106,26 @@ const DELETE_EXPIRED_SQL: &str = concat!(
      WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2) RETURNING namespace, id, ",
     meta_columns!()
 );
-/// `get_many`: the batch is bound as one JSON array of `[namespace, id]` pairs; `json_each`
-/// walks it (CROSS JOIN keeps it the outer loop) and each pair is one primary-key search.
-/// Column 0 is the pair's position in the batch.
+/// `get_many`: the batch is bound as one JSON object `{"<namespace>": ["<id>", ...], ...}`
+/// ([`KeyBatch`]); `json_each` walks the namespaces, then each namespace's ids (CROSS JOIN keeps
+/// that loop order), and each id is one primary-key search. No JSON is parsed per key (an id
+/// is a text element, read as is). Columns 0 and 1 say which key of the batch the row answers:
+/// its namespace and its index among that namespace's ids.
 const GET_MANY_SQL: &str = concat!(
-    "SELECT k.key, ",
+    "SELECT ns.key, k.key, ",
     meta_columns!(),
-    ", inline_data FROM json_each(?1) AS k CROSS JOIN entries \
-     ON entries.namespace = k.value ->> 0 AND entries.id = k.value ->> 1"
+    ", inline_data FROM json_each(?1) AS ns CROSS JOIN json_each(ns.value) AS k \
+     CROSS JOIN entries ON entries.namespace = ns.key AND entries.id = k.value"
 );
 /// `get_meta_many`: [`GET_MANY_SQL`] without the inline data.
 const GET_META_MANY_SQL: &str = concat!(
-    "SELECT k.key, ",
+    "SELECT ns.key, k.key, ",
     meta_columns!(),
-    " FROM json_each(?1) AS k CROSS JOIN entries \
-     ON entries.namespace = k.value ->> 0 AND entries.id = k.value ->> 1"
+    " FROM json_each(?1) AS ns CROSS JOIN json_each(ns.value) AS k \
+     CROSS JOIN entries ON entries.namespace = ns.key AND entries.id = k.value"
 );
-/// Index of `inline_data` in [`GET_MANY_SQL`].
-const MANY_INLINE_DATA_COLUMN: usize = INLINE_DATA_COLUMN + 1;
+/// Columns before [`meta_columns!`] in [`GET_MANY_SQL`].
+const MANY_OFFSET: usize = 2;
 /// What `move_entry` checks and carries over from the source.
 const MOVE_SOURCE_SQL: &str =
     "SELECT blob_id, digest, inline_data FROM entries WHERE namespace = ?1 AND id = ?2";
@@ -619,13 +622,13 @@ impl Inner {
         let mut conn = self.writer();
         let tx = self.begin(&mut conn, "put")?;
         match self.write_record(&tx, record, &row, WriteCondition::Always)? {
-            Written::Yes { replaced } => {
+            Ok(replaced) => {
                 tx.commit()
                     .map_err(self.fail(format_args!("commit put {key}")))?;
                 Ok(replaced)
             }
             // Unreachable with `Always`; refused like a conflict to be safe.
-            Written::No(skip) => Err(skip.conflict(record)),
+            Err(skip) => Err(skip.conflict(record)),
         }
     }
 
@@ -653,7 +656,7 @@ impl Inner {
             WriteCondition::IfPresent => exists,
         };
         if !applies {
-            return Ok(Written::No(Skip::Condition));
+            return Ok(Err(Skip::Condition));
         }
         if let Location::Blob(blob) = &record.meta.location {
             let registration: Option<Option<i64>> = tx
@@ -662,8 +665,8 @@ impl Inner {
                 .map_err(self.fail(format_args!("check blob {blob} for put {key}")))?;
             match registration {
                 Some(None) => {}
-                Some(Some(_)) => return Ok(Written::No(Skip::BlobClaimed)),
-                None => return Ok(Written::No(Skip::BlobUnregistered)),
+                Some(Some(_)) => return Ok(Err(Skip::BlobClaimed)),
+                None => return Ok(Err(Skip::BlobUnregistered)),
             }
         }
         let replaced = self.replaced_row(old, key, "put")?;
@@ -693,7 +696,7 @@ impl Inner {
                 ])
             })
             .map_err(self.fail(format_args!("put {key}")))?;
-        Ok(Written::Yes { replaced })
+        Ok(Ok(replaced))
     }
 
     fn put_many(
@@ -714,11 +717,9 @@ impl Inner {
         let mut outcomes = Vec::with_capacity(records.len());
         for (record, row) in records.iter().zip(&rows) {
             outcomes.push(match self.write_record(&tx, record, row, condition)? {
-                Written::Yes { replaced } => PutOutcome::Written { replaced },
-                Written::No(Skip::Condition) => PutOutcome::ConditionFailed,
-                Written::No(Skip::BlobClaimed | Skip::BlobUnregistered) => {
-                    PutOutcome::BlobUnavailable
-                }
+                Ok(replaced) => PutOutcome::Written { replaced },
+                Err(Skip::Condition) => PutOutcome::ConditionFailed,
+                Err(Skip::BlobClaimed | Skip::BlobUnregistered) => PutOutcome::BlobUnavailable,
             });
         }
         tx.commit().map_err(self.fail("commit put_many"))?;
@@ -734,7 +735,7 @@ impl Inner {
             |columns, key| {
                 let meta = decode_meta(columns, key.clone())?;
                 let inline_data = columns
-                    .opt_blob(MANY_INLINE_DATA_COLUMN - 1, "inline_data")?
+                    .opt_blob(INLINE_DATA_COLUMN, "inline_data")?
                     .map(Bytes::copy_from_slice);
                 Ok(EntryRecord { meta, inline_data })
             },
@@ -756,7 +757,7 @@ impl Inner {
     }
 
     /// Runs a `get_many`-shaped statement over `keys` and fills `out[position]` with each row
-    /// found, decoded by `decode` (its columns start after the position column).
+    /// found, decoded by `decode` (its columns start at [`MANY_OFFSET`]).
     fn read_many<T>(
         &self,
         keys: &[CacheKey],
@@ -768,30 +769,26 @@ impl Inner {
         if keys.is_empty() {
             return Ok(());
         }
-        let batch = key_batch_json(keys)?;
+        let batch = KeyBatch::new(keys);
         let conn = self.snapshot_reader()?;
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(self.fail(format_args!("prepare {op}")))?;
-        let mut rows = stmt
-            .query([batch])
-            .map_err(self.fail(format_args!("{op} of {} keys", keys.len())))?;
-        while let Some(row) = rows
-            .next()
-            .map_err(self.fail(format_args!("{op} of {} keys", keys.len())))?
-        {
-            let position = match row.get_ref(0) {
-                Ok(ValueRef::Integer(i)) => usize::try_from(i).ok().filter(|&i| i < keys.len()),
-                _ => None,
-            }
-            .ok_or_else(|| Error::Backend {
-                backend: BACKEND.into(),
-                source: format!("{op}: SQLite returned a row without its batch position").into(),
-            })?;
+        let n = keys.len();
+        let fail = || move |e| sqlite_error(format_args!("{op} of {n} keys"), &self.path, e);
+        let mut rows = stmt.query([&batch.json]).map_err(fail())?;
+        let mut group = 0;
+        while let Some(row) = rows.next().map_err(fail())? {
+            let position = batch
+                .position(&mut group, row)
+                .ok_or_else(|| Error::Backend {
+                    backend: BACKEND.into(),
+                    source: format!("{op}: SQLite answered a key that is not in the batch").into(),
+                })?;
             let key = &keys[position];
             let columns = Columns {
                 row,
-                offset: 1,
+                offset: MANY_OFFSET,
                 key,
             };
             out[position] = Some(decode(&columns, key)?);
@@ -819,18 +816,10 @@ impl Inner {
     }
 
     fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
-        let mut sql =
-            String::from("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE 1");
-        let mut args = Vec::new();
-        push_filter(&mut sql, &mut args, filter)?;
+        let (sql, args) = delete_matching_sql(filter, limit)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        sql.push_str(concat!(
-            " LIMIT ?) RETURNING namespace, id, ",
-            meta_columns!()
-        ));
-        args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let mut conn = self.writer();
         let tx = self.begin(&mut conn, "delete matching entries")?;
         let removed = {
@@ -964,8 +953,8 @@ impl Inner {
         // The blob, if any, is the source's: referenced until this transaction commits, so no
         // collector can have claimed it.
         match self.write_record(&tx, &record, &row, WriteCondition::Always)? {
-            Written::Yes { .. } => {}
-            Written::No(skip) => return Err(skip.conflict(&record)),
+            Ok(_) => {}
+            Err(skip) => return Err(skip.conflict(&record)),
         }
         tx.commit()
             .map_err(self.fail(format_args!("commit move of {from} to {}", record.meta.key)))?;
@@ -1549,13 +1538,9 @@ enum RowError {
     Cachet(Error),
 }
 
-/// What [`Inner::write_record`] did.
-enum Written {
-    /// The row was written; the decoded row it replaced, if any.
-    Yes { replaced: Option<EntryMeta> },
-    /// Nothing was written, for this reason.
-    No(Skip),
-}
+/// What [`Inner::write_record`] did: the row was written (with the decoded row it replaced,
+/// if any), or nothing was written, for a reason.
+type Written = std::result::Result<Option<EntryMeta>, Skip>;
 
 /// Why a record was not written.
 enum Skip {
@@ -1598,13 +1583,92 @@ impl Skip {
     }
 }
 
-/// A batch of keys as the JSON array of `[namespace, id]` pairs [`GET_MANY_SQL`] reads.
-fn key_batch_json(keys: &[CacheKey]) -> Result<String> {
-    let pairs: Vec<[&str; 2]> = keys.iter().map(|k| [k.namespace(), k.id()]).collect();
-    serde_json::to_string(&pairs).map_err(|e| Error::Encode {
-        key: format!("a batch of {} keys", keys.len()),
-        detail: e.to_string(),
-    })
+/// A batch of keys as [`GET_MANY_SQL`] reads it: grouped by namespace into one JSON object
+/// `{"<namespace>": ["<id>", ...], ...}`, plus each id's position in the batch.
+struct KeyBatch<'k> {
+    json: String,
+    /// Each namespace (in the object's order) and the batch positions of its ids, in order.
+    groups: Vec<(&'k str, Vec<usize>)>,
+}
+
+impl<'k> KeyBatch<'k> {
+    fn new(keys: &'k [CacheKey]) -> Self {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut by_namespace: HashMap<&str, usize> = HashMap::new();
+        for (position, key) in keys.iter().enumerate() {
+            let namespace = key.namespace();
+            let group = match groups.last() {
+                // Batches are mostly one namespace: no hashing then.
+                Some((last, _)) if *last == namespace => groups.len() - 1,
+                _ => *by_namespace.entry(namespace).or_insert_with(|| {
+                    groups.push((namespace, Vec::new()));
+                    groups.len() - 1
+                }),
+            };
+            groups[group].1.push(position);
+        }
+        let mut json = String::with_capacity(keys.len() * (keys[0].id().len() + 3) + 16);
+        json.push('{');
+        for (i, (namespace, positions)) in groups.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            push_json_string(&mut json, namespace);
+            json.push_str(":[");
+            for (j, &position) in positions.iter().enumerate() {
+                if j > 0 {
+                    json.push(',');
+                }
+                push_json_string(&mut json, keys[position].id());
+            }
+            json.push(']');
+        }
+        json.push('}');
+        KeyBatch { json, groups }
+    }
+
+    /// The batch position of the key a row answers (columns 0 and 1: namespace, index among
+    /// the namespace's ids). Rows arrive group by group: `group` follows them.
+    fn position(&self, group: &mut usize, row: &Row<'_>) -> Option<usize> {
+        let Ok(ValueRef::Text(namespace)) = row.get_ref(0) else {
+            return None;
+        };
+        if self.groups.get(*group)?.0.as_bytes() != namespace {
+            *group = self
+                .groups
+                .iter()
+                .position(|(ns, _)| ns.as_bytes() == namespace)?;
+        }
+        let Ok(ValueRef::Integer(index)) = row.get_ref(1) else {
+            return None;
+        };
+        let positions = &self.groups[*group].1;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| positions.get(i))
+            .copied()
+    }
+}
+
+/// Appends `text` as a JSON string (quoted, with `"`, `\` and control characters escaped).
+fn push_json_string(json: &mut String, text: &str) {
+    json.push('"');
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        json.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or_default();
+        match c {
+            '"' => json.push_str("\\\""),
+            '\\' => json.push_str("\\\\"),
+            c => {
+                use std::fmt::Write;
+                let _ = write!(json, "\\u{:04x}", u32::from(c));
+            }
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    json.push_str(rest);
+    json.push('"');
 }
 
 /// Runs a statement taking `(namespace, id)` and returning [`meta_columns!`]; decodes the row.
@@ -1736,6 +1800,23 @@ fn decode_key(row: &Row<'_>) -> Result<CacheKey> {
     Ok(CacheKey::from_parts_unchecked(namespace, id))
 }
 
+/// Reads the `tags` column as written by [`EncodedRow`] when no tag needs a JSON escape
+/// (`[]`, `["a"]`, `["a","b"]`) without the JSON parser; `None` for anything else, which the
+/// parser then reads (or refuses).
+fn simple_tags(text: &str) -> Option<Vec<String>> {
+    if text == "[]" {
+        return Some(Vec::new());
+    }
+    let inner = text.strip_prefix("[\"")?.strip_suffix("\"]")?;
+    if inner.bytes().any(|b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    inner
+        .split("\",\"")
+        .map(|tag| (!tag.contains('"')).then(|| tag.to_owned()))
+        .collect()
+}
+
 /// Decodes [`meta_columns!`] starting at `columns.offset`.
 fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
     let location = Location::from_blob_column(columns.opt_text(1, "blob_id")?)
@@ -1745,11 +1826,10 @@ fn decode_meta(columns: &Columns<'_, '_>, key: CacheKey) -> Result<EntryMeta> {
     let digest = ContentDigest::from_column(columns.text(7, "digest")?)
         .map_err(|e| columns.corrupt("digest", e))?;
     let tags_text = columns.text(13, "tags")?;
-    let tags = if tags_text == "[]" {
-        Vec::new()
-    } else {
-        serde_json::from_str(tags_text)
-            .map_err(|e| columns.corrupt("tags", format!("not a JSON array of strings: {e}")))?
+    let tags = match simple_tags(tags_text) {
+        Some(tags) => tags,
+        None => serde_json::from_str(tags_text)
+            .map_err(|e| columns.corrupt("tags", format!("not a JSON array of strings: {e}")))?,
     };
     Ok(EntryMeta {
         params: columns.json(0, "params")?,
@@ -1806,9 +1886,26 @@ fn list_sql(query: &ListQuery) -> Result<(String, Vec<Value>)> {
     Ok((sql, args))
 }
 
+/// The `delete_matching` statement and its arguments: one `DELETE ... RETURNING` of at most
+/// `limit` rows picked by the filter (by rowid, like [`DELETE_EXPIRED_SQL`]).
+fn delete_matching_sql(filter: &EntryFilter, limit: usize) -> Result<(String, Vec<Value>)> {
+    let mut sql =
+        String::from("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE 1");
+    let mut args = Vec::new();
+    push_filter(&mut sql, &mut args, filter)?;
+    sql.push_str(concat!(
+        " LIMIT ?) RETURNING namespace, id, ",
+        meta_columns!()
+    ));
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    Ok((sql, args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cachet_core::testing::metadata::sample_record;
+    use cachet_core::{Comparison, FieldCondition, FieldValue};
 
     fn plan(sql: &str, args: Vec<Value>) -> String {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -1865,5 +1962,378 @@ mod tests {
             let plan = plan(sql, args);
             assert!(plan.contains("INDEX entries_blob_id (blob_id=?)"), "{plan}");
         }
+    }
+
+    #[test]
+    fn count_blob_references_searches_the_blob_id_index() {
+        let plan = plan(COUNT_REFERENCES_SQL, vec![text(r#"["b1","b2"]"#)]);
+        assert!(plan.contains("INDEX entries_blob_id (blob_id=?)"), "{plan}");
+        assert!(!plan.contains("SCAN entries"), "{plan}");
+    }
+
+    #[test]
+    fn get_many_is_one_primary_key_search_per_key() {
+        let keys = [
+            CacheKey::explicit("a", "1").unwrap(),
+            CacheKey::explicit("b", "2").unwrap(),
+        ];
+        let batch = KeyBatch::new(&keys);
+        for sql in [GET_MANY_SQL, GET_META_MANY_SQL] {
+            let plan = plan(sql, vec![text(&batch.json)]);
+            assert!(
+                plan.contains(
+                    "SEARCH entries USING INDEX sqlite_autoindex_entries_1 (namespace=? AND id=?)"
+                ),
+                "{plan}"
+            );
+            assert!(!plan.contains("SCAN entries"), "{plan}");
+        }
+    }
+
+    #[test]
+    fn delete_matching_by_namespace_and_prefix_walks_the_primary_key() {
+        let in_namespace = EntryFilter::all().namespace("ns");
+        let cases = [
+            (in_namespace.clone(), "(namespace=?)"),
+            (
+                in_namespace.clone().id_prefix("ab"),
+                "(namespace=? AND id>? AND id<?)",
+            ),
+            (
+                in_namespace
+                    .id_prefix("ab")
+                    .tag("t")
+                    .metadata(FieldCondition::parse("accuracy < 0.9").unwrap())
+                    .created_before(Timestamp(5)),
+                "(namespace=? AND id>? AND id<?)",
+            ),
+        ];
+        for (filter, range) in cases {
+            let (sql, args) = delete_matching_sql(&filter, 10).unwrap();
+            let plan = plan(&sql, args);
+            assert!(
+                plan.contains(&format!("INDEX sqlite_autoindex_entries_1 {range}")),
+                "{filter:?}: {plan}"
+            );
+            assert!(!plan.contains("SCAN entries"), "{filter:?}: {plan}");
+        }
+    }
+
+    #[test]
+    fn json_paths_quote_the_whole_field_name() {
+        assert_eq!(crate::filter::json_path("a.b"), r#"$."a.b""#);
+        assert_eq!(crate::filter::json_path(r#"a"b\c"#), r#"$."a\"b\\c""#);
+    }
+
+    #[test]
+    fn simple_tags_reads_what_serde_reads_or_defers_to_it() {
+        for text in [
+            "[]",
+            r#"[""]"#,
+            r#"["a"]"#,
+            r#"["a","b"]"#,
+            r#"["a", "b"]"#,
+            r#"["a\",\"b"]"#,
+            r#"["é✓","x y"]"#,
+            r#"["a"],["b"]"#,
+            r#"["]"#,
+            r#"["a""#,
+            r#"{"a": 1}"#,
+            "[1, 2]",
+        ] {
+            let serde: Option<Vec<String>> = serde_json::from_str(text).ok();
+            if let Some(fast) = simple_tags(text) {
+                assert_eq!(Some(fast), serde, "{text}");
+            }
+        }
+        assert_eq!(
+            simple_tags(r#"["a","b"]"#),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(simple_tags(r#"["a\",\"b"]"#), None);
+    }
+
+    #[test]
+    fn json_strings_written_for_batches_read_back_as_the_same_text() {
+        for text in [
+            "",
+            "plain",
+            r#"q"uote"#,
+            r"back\slash",
+            "tab\tnew\nline\u{1}",
+            "é✓😀",
+            "\0nul",
+        ] {
+            let mut json = String::new();
+            push_json_string(&mut json, text);
+            assert_eq!(
+                serde_json::from_str::<String>(&json).unwrap(),
+                text,
+                "{json}"
+            );
+        }
+    }
+
+    fn index() -> SqliteMetadata {
+        SqliteMetadata::open_in_memory().unwrap()
+    }
+
+    #[test]
+    fn get_many_answers_nasty_keys_in_input_order() {
+        let index = index();
+        let keys = [
+            CacheKey::from_parts_unchecked("ns".into(), r#"q"uote"#.into()),
+            CacheKey::from_parts_unchecked(r#"n"s\"#.into(), r"back\slash".into()),
+            CacheKey::from_parts_unchecked("".into(), "é✓😀".into()),
+            CacheKey::from_parts_unchecked("ctl\u{1}".into(), "tab\there".into()),
+            CacheKey::from_parts_unchecked("nul\0ns".into(), "nul\0id".into()),
+            CacheKey::from_parts_unchecked("a/b".into(), "c".into()),
+        ];
+        for key in &keys {
+            index.inner.put(&sample_record(key)).unwrap();
+        }
+        let missing = CacheKey::from_parts_unchecked("nul".into(), "nul".into());
+        let mut asked: Vec<CacheKey> = keys.iter().rev().cloned().collect();
+        asked.insert(2, missing);
+        asked.push(keys[0].clone());
+        let got = index.inner.get_many(&asked).unwrap();
+        let metas = index.inner.get_meta_many(&asked).unwrap();
+        assert_eq!(got.len(), asked.len());
+        for ((key, record), meta) in asked.iter().zip(&got).zip(&metas) {
+            let expected = keys.contains(key).then(|| sample_record(key));
+            assert_eq!(record, &expected, "{key:?}");
+            assert_eq!(meta, &expected.map(|r| r.meta), "{key:?}");
+        }
+    }
+
+    fn nasty_names() -> Vec<&'static str> {
+        vec![
+            "plain",
+            "a.b",
+            "a",
+            "$",
+            "$.x",
+            r#"a"b"#,
+            r#"""#,
+            r"a\b",
+            r#"\""#,
+            " spaced out ",
+            "[0]",
+            "a[0].b",
+            "é✓😀",
+            "line\nbreak",
+            "nul\0byte",
+            "nul",
+            "'quote'",
+            "%_*",
+        ]
+    }
+
+    fn mixed_values() -> Vec<serde_json::Value> {
+        use serde_json::json;
+        vec![
+            json!(5),
+            json!(5.0),
+            json!(0.95),
+            json!(-3),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(9_007_199_254_740_993_i64),
+            json!(9_007_199_254_740_992.0),
+            json!(9_223_372_036_854_775_808_u64),
+            json!("5"),
+            json!("xgboost"),
+            json!(""),
+            json!("é"),
+            json!(true),
+            json!(false),
+            json!(null),
+            json!([5]),
+            json!({ "b": 5 }),
+            json!(1e300),
+        ]
+    }
+
+    fn condition_values() -> Vec<FieldValue> {
+        vec![
+            FieldValue::Int(5),
+            FieldValue::Float(5.0),
+            FieldValue::Float(0.9),
+            FieldValue::Int(-3),
+            FieldValue::Int(i64::MAX),
+            FieldValue::Float(9.223_372_036_854_776e18),
+            FieldValue::Int(9_007_199_254_740_992),
+            FieldValue::Int(9_007_199_254_740_993),
+            FieldValue::Float(9_007_199_254_740_992.0),
+            FieldValue::Text("5".into()),
+            FieldValue::Text("xgboost".into()),
+            FieldValue::Text(String::new()),
+            FieldValue::Text("é".into()),
+        ]
+    }
+
+    /// Every condition on every nasty field name, over entries where each name holds values of
+    /// every kind: the SQL answers exactly what `EntryFilter::matches` answers.
+    #[test]
+    fn field_conditions_agree_with_the_reference_on_nasty_names_and_mixed_kinds() {
+        let index = index();
+        let names = nasty_names();
+        let values = mixed_values();
+        let mut records = Vec::new();
+        for r in 0..=values.len() {
+            let key = CacheKey::explicit("fields", format!("r{r:02}")).unwrap();
+            let mut record = sample_record(&key);
+            let object = |shift: usize| {
+                let mut map = serde_json::Map::new();
+                for (i, name) in names.iter().enumerate() {
+                    map.insert(
+                        (*name).to_owned(),
+                        values[(i + r + shift) % values.len()].clone(),
+                    );
+                }
+                serde_json::Value::Object(map)
+            };
+            // The last entry has neither object: it matches no field condition.
+            if r < values.len() {
+                record.meta.params = Some(object(0));
+                record.meta.user_metadata = Some(object(7));
+            } else {
+                record.meta.params = None;
+            }
+            index.inner.put(&record).unwrap();
+            records.push(record.meta);
+        }
+        let ops = [
+            Comparison::Eq,
+            Comparison::Ne,
+            Comparison::Lt,
+            Comparison::Le,
+            Comparison::Gt,
+            Comparison::Ge,
+        ];
+        let mut conditions = Vec::new();
+        for name in &names {
+            for op in ops {
+                for value in condition_values() {
+                    conditions.push(FieldCondition::compare(*name, op, value));
+                }
+            }
+            for b in [true, false] {
+                conditions.push(FieldCondition::compare(*name, Comparison::Eq, b));
+                conditions.push(FieldCondition::compare(*name, Comparison::Ne, b));
+            }
+            conditions.push(FieldCondition::is_in(
+                *name,
+                [
+                    FieldValue::Int(5),
+                    FieldValue::Text("5".into()),
+                    FieldValue::Bool(true),
+                ],
+            ));
+            conditions.push(FieldCondition::is_in(*name, Vec::<FieldValue>::new()));
+            conditions.push(FieldCondition::exists(*name));
+        }
+        conditions.push(FieldCondition::exists("absent"));
+        conditions.push(FieldCondition::eq("b", 5));
+        let mut matched_some = 0;
+        for condition in conditions {
+            for filter in [
+                EntryFilter::all().param(condition.clone()),
+                EntryFilter::all().metadata(condition.clone()),
+            ] {
+                let listed: Vec<CacheKey> = index
+                    .inner
+                    .list(&ListQuery::matching(filter.clone()))
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.key)
+                    .collect();
+                let expected: Vec<CacheKey> = records
+                    .iter()
+                    .filter(|m| filter.matches(m))
+                    .map(|m| m.key.clone())
+                    .collect();
+                assert_eq!(listed, expected, "{filter:?}");
+                matched_some += usize::from(!expected.is_empty());
+            }
+        }
+        assert!(
+            matched_some > 1000,
+            "the corpus must exercise matches: {matched_some}"
+        );
+    }
+
+    #[test]
+    fn other_conditions_agree_with_the_reference_at_their_edges() {
+        let index = index();
+        let mut records = Vec::new();
+        let tag_sets: [&[&str]; 5] = [&[], &["a"], &["a", "b"], &[r#"a","b"#], &["b", "é", "x y"]];
+        for (i, tags) in tag_sets.iter().enumerate() {
+            let key =
+                CacheKey::explicit(if i % 2 == 0 { "n1" } else { "n2" }, format!("id{i}")).unwrap();
+            let mut record = sample_record(&key);
+            record.meta.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+            record.meta.stored_size = i as u64 * 10;
+            record.meta.created_at = Timestamp(i as i64);
+            record.meta.accessed_at = Timestamp(10 - i as i64);
+            record.meta.expires_at = (i % 2 == 1).then_some(Timestamp(i as i64 * 100));
+            record.meta.data_type = match i {
+                0 => DataType::Bytes,
+                1 => DataType::Json,
+                _ => DataType::Other(format!("custom{i}")),
+            };
+            index.inner.put(&record).unwrap();
+            records.push(record.meta);
+        }
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        let filters = vec![
+            EntryFilter::all(),
+            EntryFilter::all().tag("a"),
+            EntryFilter::all().tag("a").tag("b"),
+            EntryFilter::all().tag(r#"a","b"#),
+            EntryFilter::all().tag("é").tag("x y"),
+            EntryFilter::all().tag("missing"),
+            EntryFilter::all().namespace("n1").id_prefix("id"),
+            EntryFilter::all().id_prefix("id3"),
+            EntryFilter::all().id_prefix("\u{10FFFF}"),
+            EntryFilter::all().data_type(DataType::Bytes),
+            EntryFilter::all().data_type(DataType::Other("bytes".into())),
+            EntryFilter::all().data_type(DataType::Other("custom3".into())),
+            EntryFilter::all().created_before(Timestamp(2)),
+            EntryFilter::all().created_at_or_after(Timestamp(2)),
+            EntryFilter::all().accessed_before(Timestamp(8)),
+            EntryFilter::all().expires_at_or_before(Timestamp(100)),
+            EntryFilter::all().min_stored_size(20),
+            EntryFilter::all().max_stored_size(20),
+            EntryFilter::all().min_stored_size(u64::MAX),
+            EntryFilter::all().max_stored_size(u64::MAX),
+        ];
+        for filter in filters {
+            let listed: Vec<EntryMeta> = index
+                .inner
+                .list(&ListQuery::matching(filter.clone()))
+                .unwrap();
+            let expected: Vec<EntryMeta> = records
+                .iter()
+                .filter(|m| filter.matches(m))
+                .cloned()
+                .collect();
+            assert_eq!(listed, expected, "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_filters_are_refused_before_any_sql() {
+        let filter =
+            EntryFilter::all().metadata(FieldCondition::compare("done", Comparison::Gt, true));
+        assert!(matches!(
+            index().inner.delete_matching(&filter, 10),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            index().inner.list(&ListQuery::matching(filter)),
+            Err(Error::Config { .. })
+        ));
     }
 }

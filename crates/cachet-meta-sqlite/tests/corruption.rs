@@ -212,3 +212,54 @@ async fn damaged_file_pages_are_reported_as_corrupt_or_backend_errors_not_panics
         "a file with every data page overwritten cannot read back cleanly"
     );
 }
+
+/// A row whose JSON columns are damaged matches no condition on them (rather than failing the
+/// statement), so filtered lists and deletes keep working for the rest of the index; a filter
+/// that selects the row without reading those columns still deletes it.
+#[tokio::test]
+async fn damaged_json_matches_no_field_or_tag_condition_and_blocks_no_filtered_delete() {
+    use cachet_core::{EntryFilter, FieldCondition};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let index = open(&path);
+    let damaged = test_key("fields", "damaged");
+    let sound = test_key("fields", "sound");
+    for key in [&damaged, &sound] {
+        index.put(rich_record(key)).await.unwrap();
+    }
+    tamper(
+        &path,
+        "UPDATE entries SET params = '{\"unterminated', user_metadata = '[1,', \
+         tags = 'not json'",
+        &damaged,
+    );
+    let in_fields = EntryFilter::all().namespace("fields");
+    for filter in [
+        in_fields.clone().param(FieldCondition::exists("dataset")),
+        in_fields.clone().param(FieldCondition::eq("window", 30)),
+        in_fields
+            .clone()
+            .metadata(FieldCondition::eq("owner", "data-team")),
+        in_fields.clone().tag("sales"),
+    ] {
+        let listed = index
+            .list(&ListQuery::matching(filter.clone()))
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![rich_record(&sound).meta], "{filter:?}");
+    }
+    let deleted = index
+        .delete_matching(
+            &in_fields.clone().param(FieldCondition::exists("dataset")),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![rich_record(&sound).meta]);
+    assert_corrupt(index.get(&damaged).await, &damaged, "tags");
+    // Selected by namespace alone, the damaged row is deleted (and not returned: its metadata
+    // cannot be decoded).
+    assert_eq!(index.delete_matching(&in_fields, 10).await.unwrap(), vec![]);
+    assert_eq!(index.get(&damaged).await.unwrap(), None);
+}

@@ -1,6 +1,8 @@
 //! [`PostgresMetadata`]: the [`MetadataBackend`] implementation.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The shortest wait for a pooled connection, whatever the retry budget: time enough to open
@@ -13,15 +15,18 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
 use cachet_core::{
-    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryMeta, EntryRecord,
-    Error, IndexStats, KeyLock, ListQuery, Location, MetadataBackend, MetadataCapabilities, Result,
-    Timestamp,
+    AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta,
+    EntryRecord, Error, ExpiryUpdate, IndexStats, KeyLock, ListQuery, Location, MetadataBackend,
+    MetadataCapabilities, MoveOutcome, PutOutcome, Result, Timestamp, WriteCondition,
 };
 
 use crate::config::PostgresConfig;
 use crate::error::{BACKEND, Fail, retrying};
+use crate::filter::{self, Arg, Sql};
 use crate::lock;
 use crate::schema;
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// The metadata columns, without the key, in the order [`decode_meta`] reads them.
 macro_rules! meta_columns {
@@ -176,6 +181,132 @@ const RECLAIM_ABANDONED_SQL: &str = "UPDATE blobs SET claimed_at = $1 WHERE id I
      (SELECT id FROM blobs WHERE claimed_at IS NOT NULL AND claimed_at < $2 \
       ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AND claimed_at < $2 RETURNING id";
 const RELEASE_SQL: &str = "DELETE FROM blobs WHERE id = ANY($1) AND claimed_at IS NOT NULL";
+/// `get_many`: the keys as two arrays joined to the primary key, in one statement (one
+/// snapshot); `ord` puts each row back in its slot.
+const GET_MANY_SQL: &str = concat!(
+    "SELECT k.ord, ",
+    meta_columns!(),
+    ", inline_data FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(key_ns, key_id, ord) \
+     JOIN entries ON entries.namespace = k.key_ns AND entries.id = k.key_id"
+);
+const GET_META_MANY_SQL: &str = concat!(
+    "SELECT k.ord, ",
+    meta_columns!(),
+    " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(key_ns, key_id, ord) \
+     JOIN entries ON entries.namespace = k.key_ns AND entries.id = k.key_id"
+);
+
+/// One `put_many` statement over records with distinct keys, given as one array per column
+/// (`$18` holds each record's tags as a JSON array). Like [`BLOB_UPSERT_SQL`]: `blob` locks
+/// the registry rows of the batch's blobs `FOR SHARE` (holding off a claim until commit), `old`
+/// locks and reads the rows being replaced, `ok` keeps the records whose condition holds and
+/// whose blob is registered and unclaimed, and `written` writes them. The main query reports,
+/// per record in input order: whether it was written, whether its blob was usable, and the
+/// old row.
+///
+/// `ok` counts `old` before it yields a record, so `old` has read (and locked) every row before
+/// `written` changes any: a locking read of a row this statement already changed would skip
+/// it.
+macro_rules! put_many_sql {
+    ($condition:expr, $conflict:expr) => {
+        concat!(
+            "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+             $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+             $10::int8[], $11::int8[], $12::text[], $13::int8[], $14::int8[], $15::int8[], \
+             $16::int8[], $17::int8[], $18::text[], $19::text[], $20::text[], $21::text[], \
+             $22::bytea[]) WITH ORDINALITY AS i(namespace, id, params, params_jsonb, blob_id, \
+             blob_etag, data_type, type_name, compression, raw_size, stored_size, digest, \
+             created_at, updated_at, accessed_at, access_count, expires_at, tags, \
+             user_metadata, user_metadata_jsonb, signature, inline_data, ord)), \
+             blob AS (SELECT id, claimed_at FROM blobs WHERE id = ANY($5::text[]) FOR SHARE), \
+             old AS (SELECT namespace, id, ",
+            meta_columns!(),
+            " FROM entries WHERE (namespace, id) IN (SELECT namespace, id FROM input) \
+             FOR UPDATE), \
+             ok AS (SELECT i.* FROM input i CROSS JOIN (SELECT count(*) AS n FROM old) AS locked \
+             WHERE locked.n >= 0 AND ",
+            $condition,
+            " AND (i.blob_id IS NULL OR EXISTS (SELECT 1 FROM blob b \
+             WHERE b.id = i.blob_id AND b.claimed_at IS NULL))), \
+             written AS (INSERT INTO entries ",
+            insert_columns!(),
+            " SELECT namespace, id, params, params_jsonb::jsonb, blob_id, blob_etag, data_type, \
+             type_name, compression, raw_size, stored_size, digest, created_at, updated_at, \
+             accessed_at, access_count, expires_at, \
+             ARRAY(SELECT t FROM jsonb_array_elements_text(tags::jsonb) WITH ORDINALITY \
+             AS x(t, n) ORDER BY n), \
+             user_metadata, user_metadata_jsonb::jsonb, signature, inline_data FROM ok ",
+            $conflict,
+            " RETURNING namespace, id) \
+             SELECT i.ord, w.namespace IS NOT NULL, \
+             i.blob_id IS NULL OR (b.id IS NOT NULL AND b.claimed_at IS NULL), old.* \
+             FROM input i LEFT JOIN blob b ON b.id = i.blob_id \
+             LEFT JOIN old ON old.namespace = i.namespace AND old.id = i.id \
+             LEFT JOIN written w ON w.namespace = i.namespace AND w.id = i.id ORDER BY i.ord"
+        )
+    };
+}
+const PUT_MANY_SQL: &str = put_many_sql!("TRUE", on_conflict_replace!());
+const PUT_MANY_IF_PRESENT_SQL: &str = put_many_sql!(
+    "EXISTS (SELECT 1 FROM old o WHERE o.namespace = i.namespace AND o.id = i.id)",
+    on_conflict_replace!()
+);
+/// `DO NOTHING`: a row inserted concurrently after the statement's snapshot is not
+/// overwritten (the record is reported `ConditionFailed`).
+const PUT_MANY_IF_ABSENT_SQL: &str = put_many_sql!(
+    "NOT EXISTS (SELECT 1 FROM old o WHERE o.namespace = i.namespace AND o.id = i.id)",
+    "ON CONFLICT (namespace, id) DO NOTHING"
+);
+/// Index of the first `old.*` column (`namespace`) in a `put_many` result row.
+const PUT_MANY_OLD_COLUMN: usize = 3;
+
+const DELETE_MANY_SQL: &str = concat!(
+    "DELETE FROM entries WHERE (namespace, id) IN \
+     (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING namespace, id, ",
+    meta_columns!()
+);
+/// One statement over updates with distinct keys (`$3` NULL: unconditional).
+const UPDATE_EXPIRY_MANY_SQL: &str = "UPDATE entries AS e SET expires_at = u.expires_at, \
+     updated_at = u.updated_at, signature = u.signature \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[]) \
+     WITH ORDINALITY AS u(ns, id, if_signature, expires_at, updated_at, signature, ord) \
+     WHERE e.namespace = u.ns AND e.id = u.id \
+     AND (u.if_signature IS NULL OR e.signature = u.if_signature) RETURNING u.ord";
+/// `move_entry` in one statement (one round trip, its own transaction). `$1`..`$21` are the
+/// destination row without its data, `$22`/`$23` the source key, `$24` `overwrite`. `src`
+/// locks the source row and `dst` the destination row; `ok` holds the source's data when the
+/// source still has the expected digest and location and the destination may be written;
+/// `ins` writes the destination (`DO UPDATE ... WHERE $24`: a destination inserted after the
+/// snapshot is overwritten only with `overwrite`); `del` deletes the source only if `ins`
+/// wrote. The main query reports what happened and the replaced destination. `ok` counts
+/// `dst` before it yields, so `dst` has read its row before `ins` changes it (a locking read
+/// of a row this statement already changed would skip it).
+const MOVE_SQL: &str = concat!(
+    "WITH src AS (SELECT digest, blob_id, inline_data FROM entries \
+     WHERE namespace = $22 AND id = $23 FOR UPDATE), \
+     dst AS (SELECT namespace, id, ",
+    meta_columns!(),
+    " FROM entries WHERE namespace = $1 AND id = $2 FOR UPDATE), \
+     same AS (SELECT inline_data FROM src WHERE digest = $12 AND blob_id IS NOT DISTINCT FROM $5), \
+     ok AS (SELECT same.inline_data FROM same CROSS JOIN (SELECT count(*) AS n FROM dst) AS d \
+     WHERE $24 OR d.n = 0), \
+     ins AS (INSERT INTO entries ",
+    insert_columns!(),
+    " SELECT $1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20::jsonb, $21, ok.inline_data FROM ok ",
+    on_conflict_replace!(),
+    " WHERE $24 RETURNING 1), \
+     del AS (DELETE FROM entries WHERE namespace = $22 AND id = $23 \
+     AND EXISTS (SELECT 1 FROM ins) RETURNING 1) \
+     SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM same), (SELECT count(*) FROM del), \
+     dst.* FROM (SELECT 1) AS one LEFT JOIN dst ON TRUE"
+);
+/// Index of the first `dst.*` column (`namespace`) in the `move_entry` result row.
+const MOVE_DST_COLUMN: usize = 3;
+/// Uses the partial index on `blob_id` once per id.
+const COUNT_BLOB_REFERENCES_SQL: &str = "SELECT count(entries.blob_id) \
+     FROM unnest($1::text[]) WITH ORDINALITY AS k(blob, ord) \
+     LEFT JOIN entries ON entries.blob_id = k.blob GROUP BY k.ord ORDER BY k.ord";
 /// Transactions that depend on READ COMMITTED's fresh snapshot per statement say so, whatever
 /// the server's default isolation.
 const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
@@ -471,52 +602,99 @@ fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// One bind value of a dynamically built statement.
-enum Arg {
-    Text(String),
-    Int(i64),
+/// Splits a batch into consecutive runs in which no key repeats: one statement per run, in
+/// order, so that a later write of a key sees the earlier one.
+fn distinct_key_runs<'a>(keys: impl Iterator<Item = &'a CacheKey>) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut seen: HashSet<&CacheKey> = HashSet::new();
+    let mut start = 0;
+    let mut end = 0;
+    for key in keys {
+        if !seen.insert(key) {
+            runs.push(start..end);
+            seen.clear();
+            seen.insert(key);
+            start = end;
+        }
+        end += 1;
+    }
+    if end > start {
+        runs.push(start..end);
+    }
+    runs
 }
 
-/// The `list` statement for `query` and its arguments.
-fn list_sql(query: &ListQuery) -> (String, Vec<Arg>) {
-    let limit = query.effective_limit();
-    let mut sql = String::from(concat!(
+/// The namespaces and ids of `keys`, as the two arrays batch statements take.
+fn key_arrays(keys: &[CacheKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|k| (k.namespace(), k.id())).unzip()
+}
+
+/// Reads a row-ordinal column (`WITH ORDINALITY`, 1-based) as an index into a batch of `len`.
+fn ordinal(row: &PgRow, len: usize) -> Result<usize, Fail> {
+    let ord: i64 = row.try_get(0)?;
+    usize::try_from(ord)
+        .ok()
+        .and_then(|o| o.checked_sub(1))
+        .filter(|&o| o < len)
+        .ok_or_else(|| {
+            Fail::Done(Error::corrupt(
+                "a batch statement's result",
+                format!("ordinal {ord} is outside the batch of {len}"),
+            ))
+        })
+}
+
+/// The `list` statement for `query`.
+fn list_sql(query: &ListQuery) -> Result<Sql> {
+    let mut sql = Sql::new(concat!(
         "SELECT namespace, id, ",
         meta_columns!(),
         " FROM entries WHERE TRUE"
     ));
-    let mut args: Vec<Arg> = Vec::new();
-    let mut push = |sql: &mut String, clause: &str, arg: Arg| {
-        args.push(arg);
-        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(namespace) = &query.namespace {
-        push(&mut sql, " AND namespace = ?", Arg::Text(namespace.clone()));
-    }
-    if let Some(prefix) = query.id_prefix.as_deref().filter(|p| !p.is_empty()) {
-        // A range on the primary key (C collation: byte order) instead of LIKE.
-        push(&mut sql, " AND id >= ?", Arg::Text(prefix.to_owned()));
-        if let Some(upper) = cachet_core::entry::prefix_upper_bound(prefix) {
-            push(&mut sql, " AND id < ?", Arg::Text(upper));
-        }
-    }
-    if let Some(bound) = query.expires_at_or_before {
-        push(&mut sql, " AND expires_at <= ?", Arg::Int(bound.0));
-    }
+    filter::push_filter(&mut sql, &query.filter)?;
     if let Some(after) = &query.after {
-        push(
-            &mut sql,
-            " AND (namespace, id) > (?",
+        sql.push_arg(
+            " AND (namespace, id) > (",
             Arg::Text(after.namespace().to_owned()),
+            "",
         );
-        push(&mut sql, ", ?)", Arg::Text(after.id().to_owned()));
+        sql.push_arg(", ", Arg::Text(after.id().to_owned()), ")");
     }
-    push(
-        &mut sql,
-        " ORDER BY namespace, id LIMIT ?",
-        Arg::Int(limit_param(limit)),
+    sql.push_arg(
+        " ORDER BY namespace, id LIMIT ",
+        Arg::Int(limit_param(query.effective_limit())),
+        "",
     );
-    (sql, args)
+    Ok(sql)
+}
+
+/// The `delete_matching` statement. `picked` chooses and locks at most `limit` matching rows
+/// (in key order, so concurrent deleters lock in the same order); its locking read re-checks
+/// the filter on the newest version of a row that changed meanwhile. The `DELETE` repeats the
+/// filter for the same reason (READ COMMITTED re-evaluates it on the row version it deletes),
+/// so a row rewritten concurrently so that it no longer matches is not deleted. `picked` is a
+/// materialized CTE, run once: as a subquery, the planner may rescan it once per candidate
+/// row, and a rescan skips the rows this statement already deleted and picks others, past
+/// `limit`.
+fn delete_matching_sql(filter: &EntryFilter, limit: usize) -> Result<Sql> {
+    let mut conditions = Sql::new("");
+    filter::push_filter(&mut conditions, filter)?;
+    let Sql { text: where_, args } = conditions;
+    let mut sql = Sql {
+        text: String::new(),
+        args,
+    };
+    sql.push("WITH picked AS MATERIALIZED (SELECT namespace, id FROM entries WHERE TRUE");
+    sql.push(&where_);
+    sql.push_arg(
+        " ORDER BY namespace, id LIMIT ",
+        Arg::Int(limit_param(limit)),
+        " FOR UPDATE) DELETE FROM entries WHERE (namespace, id) IN \
+         (SELECT namespace, id FROM picked)",
+    );
+    sql.push(&where_);
+    sql.push(concat!(" RETURNING namespace, id, ", meta_columns!()));
+    Ok(sql)
 }
 
 /// `sum(...)::text` of a stats query as `u64` (saturating; negative means corrupt sizes).
@@ -620,11 +798,13 @@ impl Inner {
             .transpose()?)
     }
 
-    fn upsert<'r>(
-        sql: &'static str,
-        row: &'r EncodedRow,
-    ) -> sqlx::query::Query<'r, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(sql)
+    fn upsert<'r>(sql: &'static str, row: &'r EncodedRow) -> PgQuery<'r> {
+        Self::bind_row(sqlx::query(sql), row).bind(row.inline_data.as_deref())
+    }
+
+    /// Binds a row's columns but `inline_data` as `$1` to `$21` ([`insert_values!`] order).
+    fn bind_row<'r>(query: PgQuery<'r>, row: &'r EncodedRow) -> PgQuery<'r> {
+        query
             .bind(&row.namespace)
             .bind(&row.id)
             .bind(&row.params)
@@ -646,7 +826,6 @@ impl Inner {
             .bind(&row.user_metadata)
             .bind(&row.user_metadata_jsonb)
             .bind(&row.signature)
-            .bind(row.inline_data.as_deref())
     }
 
     async fn put_once(&self, key: &CacheKey, row: &EncodedRow) -> Result<Option<EntryMeta>, Fail> {
@@ -722,16 +901,8 @@ impl Inner {
         Ok(removed)
     }
 
-    async fn list_once(&self, query: &ListQuery) -> Result<Vec<EntryMeta>, Fail> {
-        let (sql, args) = list_sql(query);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for arg in args {
-            q = match arg {
-                Arg::Text(s) => q.bind(s),
-                Arg::Int(i) => q.bind(i),
-            };
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+    async fn list_once(&self, sql: &Sql) -> Result<Vec<EntryMeta>, Fail> {
+        let rows = sql.query().fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let key = decode_key(&row)?;
@@ -889,6 +1060,305 @@ impl Inner {
             .await?;
         Ok(())
     }
+
+    async fn get_many_once(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>, Fail> {
+        let (namespaces, ids) = key_arrays(keys);
+        let rows = sqlx::query(GET_MANY_SQL)
+            .bind(&namespaces)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = vec![None; keys.len()];
+        for row in rows {
+            let slot = ordinal(&row, keys.len())?;
+            let key = &keys[slot];
+            let meta = decode_meta(&row, 1, key.clone())?;
+            let inline_data: Option<Vec<u8>> =
+                row.try_get(1 + INLINE_DATA_COLUMN).map_err(|e| {
+                    Error::corrupt(format!("index entry {key} (column `inline_data`)"), e)
+                })?;
+            out[slot] = Some(EntryRecord {
+                meta,
+                inline_data: inline_data.map(Bytes::from),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_meta_many_once(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>, Fail> {
+        let (namespaces, ids) = key_arrays(keys);
+        let rows = sqlx::query(GET_META_MANY_SQL)
+            .bind(&namespaces)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = vec![None; keys.len()];
+        for row in rows {
+            let slot = ordinal(&row, keys.len())?;
+            out[slot] = Some(decode_meta(&row, 1, keys[slot].clone())?);
+        }
+        Ok(out)
+    }
+
+    /// Every run of distinct keys is one statement; one run is an autocommit statement (one
+    /// round trip), several share a `READ COMMITTED` transaction.
+    async fn put_many_once(
+        &self,
+        rows: &[EncodedRow],
+        keys: &[&CacheKey],
+        runs: &[Range<usize>],
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>, Fail> {
+        if let [run] = runs {
+            return self
+                .put_run(
+                    &self.pool,
+                    &rows[run.clone()],
+                    &keys[run.clone()],
+                    condition,
+                )
+                .await;
+        }
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for run in runs {
+            outcomes.extend(
+                self.put_run(&mut *tx, &rows[run.clone()], &keys[run.clone()], condition)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// One `put_many` statement over records with distinct keys.
+    async fn put_run<'e, E>(
+        &self,
+        executor: E,
+        rows: &[EncodedRow],
+        keys: &[&CacheKey],
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>, Fail>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let sql = match condition {
+            WriteCondition::Always => PUT_MANY_SQL,
+            WriteCondition::IfPresent => PUT_MANY_IF_PRESENT_SQL,
+            WriteCondition::IfAbsent => PUT_MANY_IF_ABSENT_SQL,
+        };
+        let column = |f: fn(&EncodedRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&EncodedRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+        let tags = rows
+            .iter()
+            .map(|r| serde_json::to_string(&r.tags))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Encode {
+                key: "a put_many batch".into(),
+                detail: format!("tags cannot be written as JSON: {e}"),
+            })?;
+        let result = sqlx::query(sql)
+            .bind(column(|r| Some(&r.namespace)))
+            .bind(column(|r| Some(&r.id)))
+            .bind(column(|r| r.params.as_deref()))
+            .bind(column(|r| r.params_jsonb.as_deref()))
+            .bind(column(|r| r.blob_id.as_deref()))
+            .bind(column(|r| r.blob_etag.as_deref()))
+            .bind(column(|r| Some(&r.data_type)))
+            .bind(column(|r| r.type_name.as_deref()))
+            .bind(column(|r| Some(&r.compression)))
+            .bind(int(|r| r.raw_size))
+            .bind(int(|r| r.stored_size))
+            .bind(column(|r| Some(&r.digest)))
+            .bind(int(|r| r.created_at))
+            .bind(int(|r| r.updated_at))
+            .bind(int(|r| r.accessed_at))
+            .bind(int(|r| r.access_count))
+            .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+            .bind(&tags)
+            .bind(column(|r| r.user_metadata.as_deref()))
+            .bind(column(|r| r.user_metadata_jsonb.as_deref()))
+            .bind(column(|r| r.signature.as_deref()))
+            .bind(
+                rows.iter()
+                    .map(|r| r.inline_data.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(executor)
+            .await?;
+        let mut outcomes = vec![PutOutcome::ConditionFailed; rows.len()];
+        for row in result {
+            let slot = ordinal(&row, rows.len())?;
+            let written: bool = row.try_get(1)?;
+            let usable: bool = row.try_get(2)?;
+            // `old.namespace` is NULL when no row had the key.
+            let existed = row
+                .try_get::<Option<&str>, _>(PUT_MANY_OLD_COLUMN)?
+                .is_some();
+            let holds = match condition {
+                WriteCondition::Always => true,
+                WriteCondition::IfPresent => existed,
+                WriteCondition::IfAbsent => !existed,
+            };
+            outcomes[slot] = if !holds {
+                PutOutcome::ConditionFailed
+            } else if !usable {
+                PutOutcome::BlobUnavailable
+            } else if written {
+                let old = existed.then_some(row);
+                PutOutcome::Written {
+                    replaced: self.replaced_row_at(
+                        old,
+                        PUT_MANY_OLD_COLUMN + 2,
+                        keys[slot],
+                        "put_many",
+                    ),
+                }
+            } else {
+                // `IfAbsent`: another transaction inserted the key after this statement's
+                // snapshot (`DO NOTHING` left its row).
+                PutOutcome::ConditionFailed
+            };
+        }
+        Ok(outcomes)
+    }
+
+    async fn delete_many_once(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>, Fail> {
+        let (namespaces, ids) = key_arrays(keys);
+        let rows = sqlx::query(DELETE_MANY_SQL)
+            .bind(&namespaces)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut removed: HashMap<CacheKey, Option<EntryMeta>> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key = decode_key(&row)?;
+            let meta = self.replaced_row_at(Some(row), 2, &key, "delete_many");
+            removed.insert(key, meta);
+        }
+        // The first occurrence of a key reports the removed entry; repeats report None.
+        Ok(keys
+            .iter()
+            .map(|key| removed.remove(key).flatten())
+            .collect())
+    }
+
+    async fn delete_matching_once(&self, sql: &Sql) -> Result<Vec<EntryMeta>, Fail> {
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let mut removed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = decode_key(&row)?;
+            match decode_meta(&row, 2, key.clone()) {
+                Ok(meta) => removed.push(meta),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "deleted a corrupt matching index row")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every run of distinct keys is one statement, in one transaction when there are several.
+    async fn update_expiry_many_once(
+        &self,
+        updates: &[ExpiryUpdate],
+        runs: &[Range<usize>],
+    ) -> Result<Vec<bool>, Fail> {
+        if let [run] = runs {
+            return self
+                .update_expiry_run(&self.pool, &updates[run.clone()])
+                .await;
+        }
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let mut applied = Vec::with_capacity(updates.len());
+        for run in runs {
+            applied.extend(
+                self.update_expiry_run(&mut *tx, &updates[run.clone()])
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn update_expiry_run<'e, E>(
+        &self,
+        executor: E,
+        updates: &[ExpiryUpdate],
+    ) -> Result<Vec<bool>, Fail>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let texts =
+            |f: fn(&ExpiryUpdate) -> Option<&str>| updates.iter().map(f).collect::<Vec<_>>();
+        let rows = sqlx::query(UPDATE_EXPIRY_MANY_SQL)
+            .bind(texts(|u| Some(u.key.namespace())))
+            .bind(texts(|u| Some(u.key.id())))
+            .bind(texts(|u| u.if_signature.as_deref()))
+            .bind(
+                updates
+                    .iter()
+                    .map(|u| u.expires_at.map(|t| t.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(updates.iter().map(|u| u.updated_at.0).collect::<Vec<_>>())
+            .bind(texts(|u| u.signature.as_deref()))
+            .fetch_all(executor)
+            .await?;
+        let mut applied = vec![false; updates.len()];
+        for row in rows {
+            applied[ordinal(&row, updates.len())?] = true;
+        }
+        Ok(applied)
+    }
+
+    async fn move_once(
+        &self,
+        from: &CacheKey,
+        to: &CacheKey,
+        row: &EncodedRow,
+        overwrite: bool,
+    ) -> Result<MoveOutcome, Fail> {
+        let result = Self::bind_row(sqlx::query(MOVE_SQL), row)
+            .bind(from.namespace())
+            .bind(from.id())
+            .bind(overwrite)
+            .fetch_one(&self.pool)
+            .await?;
+        let source: i64 = result.try_get(0)?;
+        let same: i64 = result.try_get(1)?;
+        let deleted: i64 = result.try_get(2)?;
+        Ok(if source == 0 {
+            MoveOutcome::SourceMissing
+        } else if same == 0 {
+            MoveOutcome::SourceChanged
+        } else if deleted == 0 {
+            MoveOutcome::DestinationExists
+        } else {
+            let existed = result
+                .try_get::<Option<&str>, _>(MOVE_DST_COLUMN)?
+                .is_some();
+            MoveOutcome::Moved {
+                replaced: self.replaced_row_at(
+                    existed.then_some(result),
+                    MOVE_DST_COLUMN + 2,
+                    to,
+                    "move_entry",
+                ),
+            }
+        })
+    }
+
+    async fn count_blob_references_once(&self, ids: &[&str]) -> Result<Vec<u64>, Fail> {
+        let rows = sqlx::query(COUNT_BLOB_REFERENCES_SQL)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0).map(|n| n.max(0) as u64))
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 /// A `record_access` batch as column arrays, sorted by key so that concurrent batches lock
@@ -976,8 +1446,9 @@ impl MetadataBackend for PostgresMetadata {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<EntryMeta>> {
+        let sql = list_sql(query)?;
         let inner = &*self.inner;
-        retrying!(inner, "list", inner.list_once(query))
+        retrying!(inner, "list", inner.list_once(&sql))
     }
 
     async fn record_access(&self, accesses: &[AccessRecord]) -> Result<()> {
@@ -1091,6 +1562,164 @@ impl MetadataBackend for PostgresMetadata {
         retrying!(inner, "release claimed blobs", inner.release_once(&ids))
     }
 
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryRecord>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("get_many of {} keys", keys.len()),
+            inner.get_many_once(keys)
+        )
+    }
+
+    async fn get_meta_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("get_meta_many of {} keys", keys.len()),
+            inner.get_meta_many_once(keys)
+        )
+    }
+
+    /// One statement per run of distinct keys (one round trip for a batch without repeated
+    /// keys), all in one transaction. Retrying after a commit whose outcome was lost is safe
+    /// for `Always` and `IfPresent` (upserts); an `IfAbsent` retry then reports the records it
+    /// wrote itself as `ConditionFailed`.
+    async fn put_many(
+        &self,
+        records: Vec<EntryRecord>,
+        condition: WriteCondition,
+    ) -> Result<Vec<PutOutcome>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = records
+            .iter()
+            .map(EncodedRow::new)
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<&CacheKey> = records.iter().map(|r| &r.meta.key).collect();
+        let runs = distinct_key_runs(keys.iter().copied());
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("put_many of {} records", records.len()),
+            inner.put_many_once(&rows, &keys, &runs, condition)
+        )
+    }
+
+    async fn delete_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("delete_many of {} keys", keys.len()),
+            inner.delete_many_once(keys)
+        )
+    }
+
+    async fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        let sql = delete_matching_sql(filter, limit)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            "delete matching entries",
+            inner.delete_matching_once(&sql)
+        )
+    }
+
+    async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        for update in updates {
+            if update
+                .signature
+                .as_deref()
+                .is_some_and(|s| s.contains('\0'))
+            {
+                return Err(Error::Encode {
+                    key: update.key.to_string(),
+                    detail: "signature contains a NUL character, which PostgreSQL text cannot \
+                             store"
+                        .into(),
+                });
+            }
+        }
+        // An expected signature holding NUL matches no stored one: such an update never
+        // applies (and PostgreSQL text could not carry it).
+        let (slots, live): (Vec<usize>, Vec<&ExpiryUpdate>) = updates
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !u.if_signature.as_deref().is_some_and(|s| s.contains('\0')))
+            .unzip();
+        let live: Vec<ExpiryUpdate> = live.into_iter().cloned().collect();
+        let runs = distinct_key_runs(live.iter().map(|u| &u.key));
+        let inner = &*self.inner;
+        let live_applied = if live.is_empty() {
+            Vec::new()
+        } else {
+            retrying!(
+                inner,
+                format_args!("update_expiry_many of {} entries", updates.len()),
+                inner.update_expiry_many_once(&live, &runs)
+            )?
+        };
+        let mut applied = vec![false; updates.len()];
+        for (slot, done) in slots.into_iter().zip(live_applied) {
+            applied[slot] = done;
+        }
+        Ok(applied)
+    }
+
+    /// One statement (see the crate docs).
+    async fn move_entry(
+        &self,
+        from: &CacheKey,
+        to: EntryMeta,
+        overwrite: bool,
+    ) -> Result<MoveOutcome> {
+        if from == &to.key {
+            return Err(Error::config(
+                "move_entry",
+                format!("the source and the destination are the same key {from}"),
+            ));
+        }
+        let to_key = to.key.clone();
+        let row = EncodedRow::new(&EntryRecord {
+            meta: to,
+            inline_data: None,
+        })?;
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            format_args!("move {from} to {to_key}"),
+            inner.move_once(from, &to_key, &row, overwrite)
+        )
+    }
+
+    async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(BlobId::as_str).collect();
+        let inner = &*self.inner;
+        retrying!(
+            inner,
+            "count blob references",
+            inner.count_blob_references_once(&ids)
+        )
+    }
+
     /// See [`lock`](crate#key-locks): a session-level advisory lock on a connection of the
     /// separate key-lock pool.
     async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
@@ -1102,5 +1731,174 @@ impl MetadataBackend for PostgresMetadata {
             lock::try_lock_once(&inner.lock_pool, lock_id, key)
         )?;
         Ok(lock.map(|l| Box::new(l) as Box<dyn KeyLock>))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cachet_core::FieldCondition;
+    use cachet_core::testing::metadata::{sample_record, test_key};
+    use serde_json::json;
+
+    #[test]
+    fn runs_split_where_a_key_repeats() {
+        let keys: Vec<CacheKey> = ["a", "b", "a", "c", "c", "d"]
+            .iter()
+            .map(|id| test_key("", id))
+            .collect();
+        assert_eq!(distinct_key_runs(keys.iter()), vec![0..2, 2..4, 4..6]);
+        assert_eq!(distinct_key_runs(keys[..2].iter()), vec![0..2]);
+        assert!(distinct_key_runs(std::iter::empty()).is_empty());
+    }
+
+    /// The plan of `sql` on the schema `schema`, with sequential scans off when `no_seqscan`.
+    async fn explain(url: &str, schema: &str, sql: &Sql, no_seqscan: bool) -> String {
+        let mut conn = PgConnection::connect(url).await.unwrap();
+        if no_seqscan {
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO {}",
+            crate::config::quote_ident(schema)
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let explain = Sql {
+            text: format!("EXPLAIN {}", sql.text),
+            args: sql.args.clone(),
+        };
+        let lines: Vec<String> = explain
+            .query()
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        lines.join("\n")
+    }
+
+    /// On an index of 3 000 entries that all have tags, params and user metadata (so the partial
+    /// GIN indexes hold every row), the SQL `list` and `delete_matching` send for a tag or a
+    /// field equality is answered by the GIN indexes. An `in` list is a disjunction of
+    /// containments, which the planner answers with a `BitmapOr` of GIN scans once the table is
+    /// large enough to beat a sequential scan; here that is checked with sequential scans off.
+    #[tokio::test]
+    async fn tag_and_field_equality_filters_use_the_gin_indexes() {
+        let Some(url) = cachet_core::testing::service_env("DATABASE_URL") else {
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let schema = format!("t_unit_gin_{}_{nanos}", std::process::id());
+        let index = PostgresConfig::from_url(&url)
+            .unwrap()
+            .with_schema(schema.clone())
+            .with_max_connections(2)
+            .open()
+            .await
+            .unwrap();
+        let records: Vec<EntryRecord> = (0..3_000)
+            .map(|i| {
+                let mut record = sample_record(&test_key("ns", &format!("k{i:05}")));
+                let kind = if i % 100 == 0 { "rare" } else { "common" };
+                record.meta.tags = vec![kind.into(), "all".into()];
+                record.meta.user_metadata =
+                    Some(json!({ "model": kind, "score": i, "done": i % 100 == 0 }));
+                record
+            })
+            .collect();
+        index
+            .put_many(records, WriteCondition::Always)
+            .await
+            .unwrap();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ANALYZE {}.entries",
+            crate::config::quote_ident(&schema)
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let meta = |text: &str| FieldCondition::parse(text).unwrap();
+        let (tags, metadata, params) = (
+            "entries_tags",
+            "entries_user_metadata_jsonb",
+            "entries_params_jsonb",
+        );
+        // (index, sequential scans off, filter)
+        let cases = [
+            (tags, false, EntryFilter::all().tag("rare")),
+            (
+                tags,
+                false,
+                EntryFilter::all().namespace("ns").tag("rare").tag("all"),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all().metadata(meta("model=rare")),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all().metadata(meta("score=1500")),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all().metadata(meta("score=1500.0")),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all().metadata(meta("done=true")),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all().metadata(meta("done!=false")),
+            ),
+            (
+                metadata,
+                false,
+                EntryFilter::all()
+                    .metadata(meta("model=rare"))
+                    .metadata(meta("score>=100")),
+            ),
+            (params, false, EntryFilter::all().param(meta("id=k00042"))),
+            (
+                metadata,
+                true,
+                EntryFilter::all().metadata(meta("score in (7, 8, 9)")),
+            ),
+        ];
+        for (index_name, no_seqscan, filter) in cases {
+            let list = list_sql(&ListQuery::matching(filter.clone())).unwrap();
+            let delete = delete_matching_sql(&filter, 100).unwrap();
+            for (what, sql) in [("list", &list), ("delete_matching", &delete)] {
+                let plan = explain(&url, &schema, sql, no_seqscan).await;
+                assert!(
+                    plan.contains(index_name),
+                    "{what} with {filter:?} should use {index_name}:\n{}\n{plan}",
+                    sql.text
+                );
+            }
+        }
+        index.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            crate::config::quote_ident(&schema)
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
 }

@@ -53,13 +53,37 @@
 //! - Statements are `sqlx::query` with bind parameters, never interpolated values, and sqlx
 //!   prepares each statement once per connection and caches it (persistent prepared
 //!   statements, cache size set by the URL option `statement-cache-capacity`, default 100):
-//!   a `get` is one `Bind`/`Execute` round trip. The only dynamic SQL is `list`, built from a
-//!   fixed set of clauses (16 shapes, each cached).
-//! - `get`, `get_meta`, `delete`, `update_expiry`, `record_access`, `reserve_blob`,
-//!   `delete_expired`, `reclaim_abandoned_claims`, `release_claimed_blobs` and an inline
-//!   `put` are one statement each (one round trip, their own transaction). A `put` of a blob
-//!   entry and `claim_unreferenced_blobs` are explicit `READ COMMITTED` transactions.
+//!   a `get` is one `Bind`/`Execute` round trip. The only dynamic SQL is the `WHERE` clause
+//!   of `list` and `delete_matching`, built from a fixed set of clauses per filter condition,
+//!   every value and field name a bind parameter.
+//! - `get`, `get_meta`, `put`, `delete`, `update_expiry`, `record_access`, `reserve_blob`,
+//!   `delete_expired`, `reclaim_abandoned_claims`, `release_claimed_blobs`, `get_many`,
+//!   `get_meta_many`, `delete_many`, `delete_matching`, `move_entry`,
+//!   `count_blob_references`, and `put_many` / `update_expiry_many` of a batch without
+//!   repeated keys are one statement each (one round trip, their own transaction).
+//!   `claim_unreferenced_blobs` is an explicit `READ COMMITTED` transaction, and so are
+//!   `put_many` / `update_expiry_many` of a batch that repeats a key (one statement per run
+//!   of distinct keys, so that a later write of a key sees the earlier one).
 //! - `put` reads the replaced row (`FOR UPDATE`) and upserts in one statement (a CTE).
+//! - Batches are arrays, one per column, expanded with `unnest(...) WITH ORDINALITY` (no
+//!   limit on the batch size from bind-parameter counts; the ordinality puts each result in
+//!   its input slot). `get_many` joins the keys to the primary key in one statement, hence
+//!   one snapshot. `put_many` is `put` for many rows: the registry rows of the batch's blobs
+//!   locked `FOR SHARE`, the replaced rows `FOR UPDATE`, then one `INSERT ... SELECT ... ON
+//!   CONFLICT` of the records whose condition holds and whose blob is usable; `IfAbsent` is
+//!   `ON CONFLICT DO NOTHING`, so a key inserted concurrently is never overwritten.
+//! - `list` and `delete_matching` evaluate the whole [`EntryFilter`](cachet_core::EntryFilter)
+//!   in SQL, with the answers of `EntryFilter::matches`; tag and field-equality conditions
+//!   are GIN-indexed containment (`tags @> ...`, `user_metadata_jsonb @> ...`). One known
+//!   difference: an entry whose params or user-metadata JSON holds `\u0000` has no JSONB copy
+//!   of it and matches no field condition on it. `delete_matching` is `WITH picked AS
+//!   MATERIALIZED (SELECT ... LIMIT n FOR UPDATE) DELETE ... WHERE key IN picked AND
+//!   <filter>`: READ COMMITTED re-checks the filter on a row rewritten meanwhile, so a row
+//!   that no longer matches is not deleted.
+//! - `move_entry` locks the source and the destination rows, checks the source's digest and
+//!   location, writes the destination (`ON CONFLICT ... DO UPDATE ... WHERE overwrite`) and
+//!   deletes the source only if the write happened, in one statement: a concurrent `delete`
+//!   of the source either comes first (`SourceMissing`) or finds it gone.
 //! - `record_access` sends the whole batch as four arrays in one `UPDATE ... FROM unnest(...)`
 //!   (duplicate keys folded first; `access_count` saturates at `i64::MAX`).
 //! - `delete_expired` is one `DELETE ... WHERE (namespace, id) IN (SELECT ... FOR UPDATE
@@ -68,6 +92,8 @@
 //! - `update_expiry` with `if_signature` is one guarded `UPDATE` (`signature IS NOT DISTINCT
 //!   FROM $expected`).
 //! - `flush` returns at once: nothing is buffered; every call has committed when it returns.
+//! - The statements need PostgreSQL 12 or later (`WITH ... AS MATERIALIZED`, casts from
+//!   `jsonb` to numbers); the test suite runs on PostgreSQL 15.
 //!
 //! ## Schema and migrations
 //!
@@ -179,6 +205,7 @@
 mod backend;
 mod config;
 mod error;
+mod filter;
 mod lock;
 mod schema;
 

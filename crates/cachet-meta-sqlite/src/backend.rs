@@ -1811,10 +1811,20 @@ fn simple_tags(text: &str) -> Option<Vec<String>> {
     if inner.bytes().any(|b| b == b'\\' || b < 0x20) {
         return None;
     }
-    inner
-        .split("\",\"")
-        .map(|tag| (!tag.contains('"')).then(|| tag.to_owned()))
-        .collect()
+    // Without escapes every quote delimits: tags alternate with exactly `,` between them.
+    let quotes = inner.bytes().filter(|&b| b == b'"').count();
+    if quotes % 2 == 1 {
+        return None; // `["a","]`: an unterminated string
+    }
+    let mut tags = Vec::with_capacity(1 + quotes / 2);
+    for (i, part) in inner.split('"').enumerate() {
+        if i % 2 == 0 {
+            tags.push(part.to_owned());
+        } else if part != "," {
+            return None;
+        }
+    }
+    Some(tags)
 }
 
 /// Decodes [`meta_columns!`] starting at `columns.offset`.
@@ -2036,6 +2046,10 @@ mod tests {
             r#"["a\",\"b"]"#,
             r#"["é✓","x y"]"#,
             r#"["a"],["b"]"#,
+            r#"["a","b","]"#,
+            r#"["a",""]"#,
+            r#"["a"",""b"]"#,
+            r#"[",","]"#,
             r#"["]"#,
             r#"["a""#,
             r#"{"a": 1}"#,
@@ -2044,6 +2058,33 @@ mod tests {
             let serde: Option<Vec<String>> = serde_json::from_str(text).ok();
             if let Some(fast) = simple_tags(text) {
                 assert_eq!(Some(fast), serde, "{text}");
+            }
+        }
+        // Every text of up to 7 characters over the JSON punctuation involved.
+        let alphabet = ['[', ']', '"', ',', 'a', '\\', ' '];
+        let mut texts = vec![String::new()];
+        for _ in 0..7 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            for text in &longer {
+                if let Some(fast) = simple_tags(text) {
+                    let serde: Option<Vec<String>> = serde_json::from_str(text).ok();
+                    assert_eq!(Some(fast), serde, "{text}");
+                }
+            }
+            texts = longer;
+        }
+        // Tags as written: read back exactly, by the fast path or by serde.
+        let fragments = ["a", "", ",", "\"", "\\", "\",\"", "],[", "é"];
+        for a in fragments {
+            for b in fragments {
+                for tags in [vec![a.to_owned()], vec![a.to_owned(), b.to_owned()]] {
+                    let text = serde_json::to_string(&tags).unwrap();
+                    let fast = simple_tags(&text);
+                    assert!(fast.is_none() || fast == Some(tags), "{text}");
+                }
             }
         }
         assert_eq!(

@@ -670,6 +670,12 @@ impl Inner {
             }
         }
         let replaced = self.replaced_row(old, key, "put")?;
+        self.upsert(tx, key, row)?;
+        Ok(Ok(replaced))
+    }
+
+    /// Inserts or replaces the row of `key`.
+    fn upsert(&self, tx: &Transaction<'_>, key: &CacheKey, row: &EncodedRow<'_>) -> Result<()> {
         tx.prepare_cached(UPSERT_SQL)
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -696,7 +702,7 @@ impl Inner {
                 ])
             })
             .map_err(self.fail(format_args!("put {key}")))?;
-        Ok(Ok(replaced))
+        Ok(())
     }
 
     fn put_many(
@@ -951,11 +957,8 @@ impl Inner {
         };
         let row = EncodedRow::new(&record)?;
         // The blob, if any, is the source's: referenced until this transaction commits, so no
-        // collector can have claimed it.
-        match self.write_record(&tx, &record, &row, WriteCondition::Always)? {
-            Ok(_) => {}
-            Err(skip) => return Err(skip.conflict(&record)),
-        }
+        // collector can have claimed it; no registration check.
+        self.upsert(&tx, &record.meta.key, &row)?;
         tx.commit()
             .map_err(self.fail(format_args!("commit move of {from} to {}", record.meta.key)))?;
         Ok(MoveOutcome::Moved { replaced })

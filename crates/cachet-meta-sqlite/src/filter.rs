@@ -27,8 +27,8 @@ use rusqlite::types::Value;
 use cachet_core::entry::prefix_upper_bound;
 use cachet_core::{Comparison, DataType, EntryFilter, FieldCondition, FieldValue, Result};
 
-/// Appends `filter` to a `WHERE` clause as ` AND ...` terms on the columns of `entries`
-/// (unqualified, or qualified by `table`), pushing the bound values onto `args` in order.
+/// Appends `filter` to a `WHERE` clause over the table `entries` as ` AND ...` terms, pushing
+/// the bound values onto `args` in order (the terms use anonymous `?` parameters).
 ///
 /// # Errors
 /// `Error::Config` when the filter cannot be evaluated ([`EntryFilter::validate`]).

@@ -67,6 +67,30 @@
 //!   stores the whole `(namespace, id)` key and the wide rows make B-tree splits expensive. The
 //!   table keeps its rowid.
 //!
+//! ## Batches and filters
+//!
+//! - `get_many` / `get_meta_many` are one statement on a reader (with the same snapshot reuse
+//!   as `get`): the keys are bound as one JSON object `{"<namespace>": ["<id>", ...]}` and
+//!   `json_each` drives one primary-key search per key; no JSON is parsed per key. Writes of a
+//!   batch (`put_many`, `delete_many`, `update_expiry_many`) and `move_entry` are one
+//!   `BEGIN IMMEDIATE` transaction each; `put_many` shares `put`'s per-record code (condition,
+//!   blob registration, upsert). `count_blob_references` is one statement over the
+//!   `entries_blob_id` index.
+//! - A batch saves the per-statement work of single gets, not the per-row work, and the
+//!   per-row work is most of a get: `cargo run --release -p cachet-meta-sqlite --example
+//!   get_many` (20 000 rows, 1,000 random keys per batch, loaded VM) measured `get` 4.1 µs per
+//!   key, `get_many` 3.8, `get_meta_many` 3.5; under callgrind 24 500 instructions per `get`
+//!   and 21 600 per key of `get_many`, of which about 10 000 are SQLite's two B-tree searches
+//!   and column reads and 8 000 decoding the row (params JSON into a `serde_json::Value`, 18
+//!   checked column reads, the digest, allocations).
+//! - `list` and `delete_matching` evaluate an [`EntryFilter`](cachet_core::EntryFilter) in
+//!   SQL (see `filter.rs`): namespace and id prefix as a primary-key range, tags through
+//!   `json_each`, field conditions through `json_type` / `json_extract` with a quoted path
+//!   label (any field name), kinds never mixed, numbers compared like
+//!   [`EntryFilter::matches`](cachet_core::EntryFilter::matches). A row whose params, user
+//!   metadata or tags are not valid JSON matches no condition on them instead of failing the
+//!   statement, so a damaged row never blocks a filtered delete of the others.
+//!
 //! ## Connections and concurrency
 //!
 //! - One writer connection behind a mutex; every write is one `BEGIN IMMEDIATE` transaction

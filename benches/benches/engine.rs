@@ -438,7 +438,13 @@ fn batch(c: &mut Criterion) {
                 elapsed += rt.block_on(async {
                     let start = Instant::now();
                     for key in batch {
-                        black_box(cache.get_bytes(key.as_str()).await.expect("get").expect("hit"));
+                        black_box(
+                            cache
+                                .get_bytes(key.as_str())
+                                .await
+                                .expect("get")
+                                .expect("hit"),
+                        );
                     }
                     start.elapsed()
                 });

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet_core::{CacheKey, EntryFilter, EntryMeta, Error, ListQuery, Result};
+use cachet_core::{CacheKey, EntryFilter, EntryMeta, Error, Result};
 use cachet_storage::{
     BatchItem, DeleteReport, ExportOptions, ExportReport, ImportOptions, ImportReport, PutOptions,
     RepairOptions, RepairReport, StoredEntry, VerifyOptions, VerifyProgress, VerifyReport,
@@ -326,12 +326,9 @@ impl Cache {
     /// ```
     pub async fn find(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
         let now = self.now();
-        let mut query = ListQuery::matching(self.scoped(filter)).with_limit(FIND_PAGE);
+        let mut pages = self.shared.store.pages(self.scoped(filter), FIND_PAGE);
         let mut found = Vec::new();
-        loop {
-            let page = self.shared.store.list(&query).await?;
-            let Some(last) = page.last() else { break };
-            query.after = Some(last.key.clone());
+        while let Some(page) = pages.next_page().await? {
             for meta in page {
                 if is_live(&meta, now) {
                     if let Err(e) = self.shared.store.verify_entry(&meta) {

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use cachet_core::{
     ByteStream, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta, Error,
-    ListQuery, Location, Result, Timestamp,
+    Location, Result, Timestamp,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -670,19 +670,8 @@ impl Store {
             .await?;
         let mut report = ExportReport::default();
         let (mut records, mut marked) = (0u64, 0u64);
-        let mut after = None;
-        loop {
-            let page = self
-                .list(&ListQuery {
-                    filter: options.filter.clone(),
-                    after: after.clone(),
-                    limit: EXPORT_PAGE,
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = Some(last.key.clone());
+        let mut pages = self.pages(options.filter.clone(), EXPORT_PAGE);
+        while let Some(page) = pages.next_page().await? {
             let now = self.now();
             for meta in page {
                 if !options.include_expired && meta.expires_at.is_some_and(|at| at <= now) {

@@ -1,7 +1,7 @@
 //! Copying every entry of one store into another (e.g. a local SQLite + filesystem cache into a
 //! shared PostgreSQL + S3 one), streaming each value with bounded memory.
 
-use cachet_core::{CacheKey, Error, ListQuery, Result};
+use cachet_core::{CacheKey, EntryFilter, Error, Result};
 
 use crate::store::{PutOptions, Store};
 use crate::writer::ValueWriter;
@@ -76,19 +76,8 @@ impl Store {
         mut progress: impl FnMut(&CopyReport),
     ) -> Result<CopyReport> {
         let mut report = CopyReport::default();
-        let mut after = None;
-        loop {
-            let page = self
-                .list(&ListQuery {
-                    after: after.clone(),
-                    limit: COPY_PAGE,
-                    ..ListQuery::default()
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(report);
-            };
-            after = Some(last.key.clone());
+        let mut pages = self.pages(EntryFilter::all(), COPY_PAGE);
+        while let Some(page) = pages.next_page().await? {
             let now = self.now();
             for meta in page {
                 if !options.include_expired && meta.expires_at.is_some_and(|at| at <= now) {
@@ -105,6 +94,7 @@ impl Store {
                 progress(&report);
             }
         }
+        Ok(report)
     }
 
     /// Streams one entry into `target`; verification failures go to the report.
@@ -120,15 +110,7 @@ impl Store {
             };
             let mut reader = self.open_reader(&entry).await?;
             let meta = entry.meta;
-            let opts = PutOptions {
-                expires_at: meta.expires_at,
-                ttl: None,
-                params: meta.params,
-                tags: meta.tags,
-                user_metadata: meta.user_metadata,
-                compression: Some(meta.compression),
-                type_name: meta.type_name,
-            };
+            let opts = PutOptions::of_entry(&meta);
             let mut writer = ValueWriter::new(target.clone(), key.clone(), meta.data_type, opts)?;
             while let Some(chunk) = reader.next_chunk().await? {
                 writer.write(&chunk).await?;

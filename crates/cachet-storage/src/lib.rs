@@ -53,7 +53,7 @@ pub use archive::{
 };
 pub use config::StoreConfig;
 pub use copy::{CopyOptions, CopyReport};
-pub use manage::{BatchItem, DeleteReport};
+pub use manage::{BatchItem, DeleteReport, EntryPages};
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};
 pub use store::{ExpiredReport, GcReport, PutOptions, Store, StoredEntry};

@@ -89,6 +89,35 @@ impl BatchItem {
     }
 }
 
+/// Pages of the entries matching a filter, in key order (see [`Store::pages`]).
+#[derive(Debug)]
+pub struct EntryPages {
+    store: Store,
+    query: ListQuery,
+    done: bool,
+}
+
+impl EntryPages {
+    /// The next page (at most the page size), or `None` after the last matching entry.
+    /// Each page is one index round trip; memory holds one page.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<EntryMeta>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.list(&self.query).await?;
+        match page.last() {
+            Some(last) => {
+                self.query.after = Some(last.key.clone());
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// What [`Store::delete_where`] deleted (or, in a dry run, would delete).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -121,6 +150,35 @@ impl DeleteReport {
 }
 
 impl Store {
+    /// Walks the entries matching `filter` page by page (`page_size` per index round trip,
+    /// 0 for the default), so that any number of entries is visited with bounded memory.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachet_core::{memory::{MemoryBlobs, MemoryMetadata}, CacheKey, EntryFilter};
+    /// # use cachet_storage::{PutOptions, Store, StoreConfig};
+    /// # let store = Store::new(Arc::new(MemoryMetadata::new()), Arc::new(MemoryBlobs::new()),
+    /// #     StoreConfig::default())?;
+    /// for i in 0..5 {
+    ///     store.put_bytes(&CacheKey::explicit("", format!("k{i}"))?, b"v", PutOptions::default()).await?;
+    /// }
+    /// let mut pages = store.pages(EntryFilter::all(), 2);
+    /// let mut sizes = Vec::new();
+    /// while let Some(page) = pages.next_page().await? {
+    ///     sizes.push(page.len());
+    /// }
+    /// assert_eq!(sizes, [2, 2, 1]);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn pages(&self, filter: EntryFilter, page_size: usize) -> EntryPages {
+        EntryPages {
+            store: self.clone(),
+            query: ListQuery::matching(filter).with_limit(page_size),
+            done: false,
+        }
+    }
+
     // ---------------------------------------------------------------- update
 
     /// Replaces the value of an existing entry with raw bytes, keeping the entry: its key,
@@ -469,15 +527,7 @@ impl Store {
         container: Bytes,
         plan: WritePlan,
     ) -> Result<EntryMeta> {
-        let options = PutOptions {
-            expires_at: meta.expires_at,
-            ttl: None,
-            params: meta.params,
-            tags: meta.tags,
-            user_metadata: meta.user_metadata,
-            compression: Some(meta.compression),
-            type_name: meta.type_name,
-        };
+        let options = PutOptions::of_entry(&meta);
         let encoded = crate::encode::Encoded {
             raw_size: meta.raw_size,
             stored_size: meta.stored_size,
@@ -598,11 +648,8 @@ impl Store {
             ..DeleteReport::default()
         };
         if dry_run {
-            let mut query = ListQuery::matching(filter.clone()).with_limit(DELETE_BATCH);
-            loop {
-                let page = self.list(&query).await?;
-                let Some(last) = page.last() else { break };
-                query.after = Some(last.key.clone());
+            let mut pages = self.pages(filter.clone(), DELETE_BATCH);
+            while let Some(page) = pages.next_page().await? {
                 page.iter().for_each(|m| report.count(m));
             }
             return Ok(report);

@@ -52,6 +52,22 @@ pub struct PutOptions {
     pub type_name: Option<String>,
 }
 
+impl PutOptions {
+    /// The options that write an entry like `meta` again: its expiry, parameters, tags, user
+    /// metadata, compression and type name.
+    pub fn of_entry(meta: &EntryMeta) -> Self {
+        PutOptions {
+            expires_at: meta.expires_at,
+            ttl: None,
+            params: meta.params.clone(),
+            tags: meta.tags.clone(),
+            user_metadata: meta.user_metadata.clone(),
+            compression: Some(meta.compression),
+            type_name: meta.type_name.clone(),
+        }
+    }
+}
+
 /// An entry found in the index, with its inline data if it has any. Reading its value is a
 /// separate step so that the caller can decide (expired? wrong type?) before any blob I/O.
 #[derive(Debug, Clone)]

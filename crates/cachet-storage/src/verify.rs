@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use cachet_core::{
-    BlobId, BlobInfo, ByteStream, CacheKey, EntryFilter, EntryMeta, EntryRecord, Error, ListQuery,
-    Location, Result, Timestamp,
+    BlobId, BlobInfo, ByteStream, CacheKey, EntryFilter, EntryMeta, EntryRecord, Error, Location,
+    Result, Timestamp,
 };
 use futures_util::StreamExt;
 
@@ -562,19 +562,8 @@ impl Store {
         progress: &mut impl FnMut(&VerifyProgress),
     ) -> Result<()> {
         let mut state = VerifyProgress::default();
-        let mut after = None;
-        loop {
-            let page = self
-                .list(&ListQuery {
-                    filter: options.filter.clone(),
-                    after: after.clone(),
-                    limit: VERIFY_PAGE,
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = Some(last.key.clone());
+        let mut pages = self.pages(options.filter.clone(), VERIFY_PAGE);
+        while let Some(page) = pages.next_page().await? {
             let now = self.now();
             let mut page = page.into_iter().peekable();
             while page.peek().is_some() {
@@ -608,6 +597,7 @@ impl Store {
                 }
             }
         }
+        Ok(())
     }
 
     /// Pairs each listed entry with its inline data, fetched in one round trip for the inline

@@ -1,4 +1,4 @@
-//! Conformance behaviors of the management methods of [`MetadataBackend`]: batches, filters
+//! Conformance behaviors of the management methods of [`MetadataBackend`](crate::MetadataBackend): batches, filters
 //! pushed down into the index, conditional writes, moves and blob reference counts.
 //!
 //! [`metadata::run_all`](super::metadata::run_all) runs every one of them, so a backend added

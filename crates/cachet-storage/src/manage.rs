@@ -701,7 +701,8 @@ impl Store {
     /// # let store = Store::new(Arc::new(MemoryMetadata::new()), Arc::new(MemoryBlobs::new()),
     /// #     StoreConfig::default())?;
     /// let (model, latest) = (CacheKey::explicit("", "model-v7")?, CacheKey::explicit("", "latest")?);
-    /// store.put_bytes(&model, &[1u8; 100_000], PutOptions::default()).await?;
+    /// let weights: Vec<u8> = (0..100_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    /// store.put_bytes(&model, &weights, PutOptions::default()).await?; // large: a blob
     /// store.copy_entry(&model, &latest, false).await?;
     /// assert_eq!(store.stats().await?.blobs, 1); // one blob, two entries
     /// let again = store.copy_entry(&model, &latest, false).await;

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use cachet_core::{
     ByteStream, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta, Error,
-    Location, Result, Timestamp,
+    Location, Result, Timestamp, WriteCondition,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::format::{FrameDecoder, TrailerInfo};
-use crate::store::{PutOptions, Store, StoredEntry, verify_digest};
+use crate::store::{PutOptions, Store, StoredEntry, WritePlan, verify_digest};
 use crate::writer::ValueWriter;
 
 /// The archive format version this cachet writes, and the only one it reads.
@@ -171,6 +171,7 @@ struct Described {
     raw_size: u64,
     data_type: DataType,
     expires_at: Option<Timestamp>,
+    created_at: Timestamp,
     opts: PutOptions,
 }
 
@@ -227,6 +228,7 @@ impl ManifestRecord {
             raw_size: self.raw_size,
             data_type: DataType::parse(&self.data_type),
             expires_at,
+            created_at: Timestamp(self.created_at),
             opts: PutOptions {
                 expires_at,
                 ttl: None,
@@ -974,12 +976,25 @@ impl Store {
             || matches!(compare, Some(ContentDigest::Sha256(_)));
         let mut check = ContentCheck::new(what.clone(), sha256);
         let mut writer = if write {
-            Some(ValueWriter::new(
-                self.clone(),
-                entry.key.clone(),
-                entry.data_type.clone(),
-                entry.opts.clone(),
-            )?)
+            // The entry keeps its creation time; without overwrite the commit is conditional
+            // on the key still being absent, so an entry written concurrently is kept.
+            let plan = WritePlan {
+                condition: if options.overwrite {
+                    WriteCondition::Always
+                } else {
+                    WriteCondition::IfAbsent
+                },
+                created_at: Some(entry.created_at),
+            };
+            Some(
+                ValueWriter::new(
+                    self.clone(),
+                    entry.key.clone(),
+                    entry.data_type.clone(),
+                    entry.opts.clone(),
+                )?
+                .with_plan(plan),
+            )
         } else {
             None
         };
@@ -1021,7 +1036,12 @@ impl Store {
                 Outcome::AlreadyPresent
             }
             (Ok(_), None) => Outcome::KeptExisting,
-            (Ok(_), Some(writer)) => Outcome::Imported(writer.finish().await?.raw_size),
+            (Ok(_), Some(writer)) => match writer.finish().await {
+                Ok(meta) => Outcome::Imported(meta.raw_size),
+                // Written by someone else since this entry was planned (without overwrite).
+                Err(Error::AlreadyExists { .. }) => Outcome::KeptExisting,
+                Err(e) => return Err(e),
+            },
         };
         Ok((outcome, next))
     }

@@ -289,6 +289,7 @@ fn portable(meta: &EntryMeta) -> impl PartialEq + std::fmt::Debug {
         meta.type_name.clone(),
         meta.compression,
         meta.raw_size,
+        meta.created_at,
         meta.expires_at,
         meta.tags.clone(),
         meta.user_metadata.clone(),

@@ -31,8 +31,9 @@ use bytes::Bytes;
 use cachet_core::{BlobBackend, BoxError, Clock, Compression, EntryMeta, Error, IndexStats};
 use cachet_core::{EntryFilter, MetadataBackend, Result};
 use cachet_storage::{
-    DeleteReport, GcReport, RepairOptions, RepairReport, SigningKey, Store, StoreConfig,
-    ValueReader, VerifyOptions, VerifyProgress, VerifyReport,
+    DeleteReport, ExportOptions, ExportReport, GcReport, ImportOptions, ImportReport,
+    RepairOptions, RepairReport, SigningKey, Store, StoreConfig, ValueReader, VerifyOptions,
+    VerifyProgress, VerifyReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -479,6 +480,40 @@ impl Cache {
         self.run(self.inner.copy(from, to, overwrite))
     }
 
+    /// Writes a portable archive of the live entries matching `options.filter` to `out` (a
+    /// file, a socket, `Vec<u8>`...); see [`crate::Cache::export`] and docs/ARCHIVE.md.
+    ///
+    /// ```
+    /// use cachet_cache::blocking::Cache;
+    /// let (source, target) = (Cache::builder().in_memory().build()?, Cache::builder().in_memory().build()?);
+    /// source.insert("a", &[1u8, 2, 3])?;
+    /// let mut archive = Vec::new();
+    /// source.export(&mut archive, &Default::default(), |_| {})?;
+    /// let report = target.import(archive.as_slice(), &Default::default(), |_| {})?;
+    /// assert_eq!(report.imported, 1);
+    /// assert_eq!(target.get::<Vec<u8>>("a")?, Some(vec![1, 2, 3]));
+    /// # Ok::<(), cachet_core::Error>(())
+    /// ```
+    pub fn export<W: Write + Send + Unpin>(
+        &self,
+        out: W,
+        options: &ExportOptions,
+        progress: impl FnMut(&ExportReport),
+    ) -> Result<ExportReport> {
+        self.run(self.inner.export(SyncIo(out), options, progress))
+    }
+
+    /// Reads an archive written by [`export`](Self::export) from `input`, verifying every
+    /// entry (see [`crate::Cache::import`]).
+    pub fn import<R: Read + Send + Unpin>(
+        &self,
+        input: R,
+        options: &ImportOptions,
+        progress: impl FnMut(&ImportReport),
+    ) -> Result<ImportReport> {
+        self.run(self.inner.import(SyncIo(input), options, progress))
+    }
+
     /// Checks every entry and the blob store (see [`crate::Cache::verify`]).
     pub fn verify(
         &self,
@@ -505,6 +540,46 @@ impl Cache {
         overwrite: bool,
     ) -> Result<EntryMeta> {
         self.run(self.inner.rename(from, to, overwrite))
+    }
+}
+
+/// A `std::io` reader or writer used where the async API wants a Tokio one. It blocks the
+/// runtime thread while it reads or writes, which is right here: the blocking cache's runtime
+/// serves only the caller that is waiting for this very call.
+struct SyncIo<T>(T);
+
+impl<W: Write + Unpin> tokio::io::AsyncWrite for SyncIo<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.0.write(buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.flush())
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.flush())
+    }
+}
+
+impl<R: Read + Unpin> tokio::io::AsyncRead for SyncIo<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let read = self.0.read(buf.initialize_unfilled());
+        std::task::Poll::Ready(read.map(|n| buf.advance(n)))
     }
 }
 

@@ -313,6 +313,7 @@ impl Cache {
 
     /// An entry's metadata without loading its data; `None` when absent or expired (or, unless
     /// strict, when its signature does not verify). The data itself is not checked.
+    #[doc(alias = "get_metadata")]
     pub async fn metadata(&self, key: impl IntoCacheKey) -> Result<Option<EntryMeta>> {
         let key = self.key(&key)?;
         self.live_meta(&key).await

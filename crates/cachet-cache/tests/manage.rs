@@ -196,3 +196,42 @@ async fn copy_and_rename_refuse_an_existing_destination_unless_asked() {
         Some("value")
     );
 }
+
+#[test]
+fn the_blocking_cache_exports_to_a_file_and_reports_a_truncated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = cachet_cache::blocking::Cache::open(dir.path().join("source")).unwrap();
+    let big: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    source.insert_bytes("big", big.clone()).unwrap();
+    source.insert("small", &"value").unwrap();
+    let path = dir.path().join("cache.tar");
+    let file = std::fs::File::create(&path).unwrap();
+    let exported = source.export(file, &Default::default(), |_| {}).unwrap();
+    assert_eq!(exported.entries, 2);
+
+    let target = cachet_cache::blocking::Cache::open(dir.path().join("target")).unwrap();
+    let report = target
+        .import(
+            std::fs::File::open(&path).unwrap(),
+            &Default::default(),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(report.imported, 2);
+    assert_eq!(target.get_bytes("big").unwrap().unwrap(), big);
+
+    let whole = std::fs::read(&path).unwrap();
+    let fresh = cachet_cache::blocking::Cache::open(dir.path().join("fresh")).unwrap();
+    let err = fresh
+        .import(&whole[..whole.len() / 2], &Default::default(), |_| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_eq!(
+        fresh.index_stats().unwrap().entries,
+        0,
+        "nothing partial is visible"
+    );
+}

@@ -5,30 +5,17 @@
 //! `CI=true` a missing service fails the test instead of skipping it.
 #![cfg(all(feature = "meta-postgres", feature = "blob-s3"))]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+#[path = "support/shared.rs"]
+mod shared;
+use shared::{fresh_cache_urls, noise};
 
 use cachet_cache::Cache;
-use cachet_core::testing::service_env;
 use cachet_core::{CacheKey, EntryMeta, ListQuery, params};
 use cachet_storage::{ExportOptions, ImportOptions, Store};
 use futures_util::StreamExt;
 use serde_json::json;
-
-/// The index and blob URLs of a fresh shared cache: its own PostgreSQL schema and S3 prefix.
-fn fresh_cache_urls(test: &str) -> Option<(String, String)> {
-    let database = service_env("DATABASE_URL")?;
-    let endpoint = service_env("S3_ENDPOINT")?;
-    let bucket = service_env("S3_BUCKET")?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("{test}_{}_{nanos}", std::process::id());
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let index = format!("{database}{separator}cachet_schema={name}");
-    let blobs = format!("s3://{bucket}/{name}?endpoint={endpoint}&allow_http=true");
-    Some((index, blobs))
-}
 
 async fn open_shared(index: &str, blobs: &str) -> Cache {
     Cache::builder()
@@ -37,14 +24,6 @@ async fn open_shared(index: &str, blobs: &str) -> Cache {
         .build()
         .await
         .unwrap_or_else(|e| panic!("open the shared cache ({index}, {blobs}): {e}"))
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    (0..len.div_ceil(8) as u64)
-        .flat_map(|i| xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), seed).to_le_bytes())
-        .take(len)
-        .collect()
 }
 
 /// A local cache holding an inline value, blobs, a 20 MiB streamed value (a multipart upload

@@ -14,10 +14,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+#[path = "support/shared.rs"]
+mod shared;
+use shared::{fresh_cache_urls, noise};
 
 use cachet_cache::Cache;
-use cachet_core::testing::service_env;
 use cachet_core::{ListQuery, Location};
 use cachet_storage::StoreConfig;
 use futures_util::TryStreamExt;
@@ -30,22 +33,6 @@ const OPERATIONS: usize = 120;
 const WORKERS: usize = 4;
 /// Values a key can hold: small (inline), two blob sizes, and one content shared by every key.
 const VARIANTS: u64 = 4;
-
-/// The index and blob URLs of a fresh cache: its own PostgreSQL schema and S3 prefix.
-fn fresh_cache_urls(test: &str) -> Option<(String, String)> {
-    let database = service_env("DATABASE_URL")?;
-    let endpoint = service_env("S3_ENDPOINT")?;
-    let bucket = service_env("S3_BUCKET")?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("{test}_{}_{nanos}", std::process::id());
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let index = format!("{database}{separator}cachet_schema={name}");
-    let blobs = format!("s3://{bucket}/{name}?endpoint={endpoint}&allow_http=true");
-    Some((index, blobs))
-}
 
 /// Short blob leases, so that garbage collection really competes with puts during the test
 /// (with the default lease a collector would leave every recent blob alone).
@@ -64,14 +51,6 @@ async fn open(index: &str, blobs: &str) -> Cache {
         .build()
         .await
         .unwrap_or_else(|e| panic!("open the shared cache ({index}, {blobs}): {e}"))
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    (0..len.div_ceil(8) as u64)
-        .flat_map(|i| xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), seed).to_le_bytes())
-        .take(len)
-        .collect()
 }
 
 fn key_name(k: usize) -> String {

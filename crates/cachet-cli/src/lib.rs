@@ -1,14 +1,9 @@
 //! # cachet-cli
 //!
-//! The `cachet` command-line tool. This first version answers "what is in this cache?" and
-//! shows what cachet does on this machine; the full operator tool (inspect, query, cleanup,
-//! verify, migrate, export/import) comes later.
+//! The `cachet` command-line tool: look into a cache, read and write entries, keep it healthy.
 //!
 //! ```text
-//! cachet demo                    # memoize a computation, round-trip 256 MiB, print stats
-//! cachet --cache DIR stats       # entries, sizes, compression, dedup
-//! cachet --cache DIR list        # entries with key, type, sizes, age, TTL left
-//! cachet --cache DIR get KEY     # a value to stdout (serde values rendered as JSON)
+//! cachet [--cache DIR | --index URL --blobs URL] [--format table|json|csv] [-q|-v] COMMAND
 //! ```
 //!
 //! `main.rs` only calls [`main_with_args`]; everything is testable from here:
@@ -26,78 +21,84 @@
 //!     ])
 //!     .unwrap();
 //!     let mut out = Vec::new();
-//!     cachet_cli::run(cli, &mut out).await.unwrap();
+//!     let outcome = cachet_cli::run(cli, &mut out).await.unwrap();
+//!     assert_eq!(outcome, cachet_cli::Outcome::Success);
 //!     assert_eq!(out, b"hello");
 //! });
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
+//!
+//! ## Structure (for adding a command)
+//!
+//! * One module per command in `src/cmd/<name>.rs`, with a `clap::Args` struct
+//!   (`<Name>Args`) whose doc comments are the `--help` text, and
+//!   `pub async fn run(args, ctx: &mut Context<'_>) -> anyhow::Result<Outcome>`.
+//! * One variant of [`Command`] wrapping the `Args`, one arm in [`run`]'s `match`.
+//! * [`Context`] carries the global options, the output ([`Context::rows`] for listings,
+//!   [`Context::record`] for one record, [`Context::out`] for raw bytes), notes on stderr
+//!   ([`Context::info`], [`Context::detail`]) and opens the cache ([`Context::open_cache`]).
+//! * Exit codes: see [`Outcome`] (0 ok, 1 failure or problems found, 2 usage).
+//! * Sizes and durations: [`human`] (`--max-size 500MB`, `--ttl 2.5h`).
 
-mod demo;
-mod format;
+pub mod cmd;
+pub mod context;
+pub mod human;
+pub mod output;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use cachet::{Cache, CacheKey, DataType, EntryFilter, ListQuery};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+pub use context::{CacheLocation, Context, GlobalArgs, Outcome, UsageError, usage};
+pub use output::Format;
+
+const AFTER_HELP: &str = "\
+Examples:
+  cachet --cache ./cache inspect
+  cachet list --namespace models --meta 'accuracy>=0.9' --older-than 7d
+  cachet get 5898b2382767579442f2e72022d20a4b -o value.bin
+  cachet --index postgres://cachet@db/cache --blobs s3://bucket/cache?endpoint=... stats
+
+Exit codes: 0 success, 1 failure (or problems found), 2 usage error.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "cachet", version, about = "Inspect and use cachet caches", long_about = None)]
+#[command(
+    name = "cachet",
+    version,
+    about = "Inspect, query and maintain cachet caches",
+    long_about = None,
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
-    /// Cache directory (SQLite index + blob files).
-    #[arg(long, global = true, env = "CACHET_CACHE", default_value = "./cache")]
-    pub cache: PathBuf,
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The subcommands.
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what cachet does here: memoize a computation (miss vs hit), round-trip a large
     /// value (throughput, peak memory), print statistics. Uses its own directory.
-    Demo(demo::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
     /// Totals: entries, raw and stored bytes, compression ratio, deduplicated blobs.
-    Stats {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List entries (key, type, sizes, age, TTL left, reads).
-    List {
-        /// Only this namespace.
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Only keys starting with this prefix.
-        #[arg(long)]
-        prefix: Option<String>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Stats(cmd::stats::StatsArgs),
+    /// List entries: key, namespace, type, sizes, age, TTL left, hits.
+    List(cmd::list::ListArgs),
     /// Write one entry's value to stdout or a file. Serde values are rendered as JSON.
-    Get {
-        /// The key (as shown by `list`).
-        key: String,
-        /// The entry's namespace.
-        #[arg(long, default_value = "")]
-        namespace: String,
-        /// Write to this file instead of stdout.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-    },
+    Get(cmd::get::GetArgs),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit code
-/// (0 success, 1 failure, 2 usage error).
+/// (0 success, 1 failure or problems found, 2 usage error).
 pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -114,6 +115,7 @@ where
             };
         }
     };
+    let quiet = cli.global.quiet;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,8 +126,32 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, &mut std::io::stdout().lock())) {
-        Ok(()) => ExitCode::SUCCESS,
+    let stdout = std::io::stdout();
+    // Buffered: row writers flush per page, so pipes still see output at once.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let result = runtime.block_on(run_with(cli, &mut out, true));
+    let result = result.and_then(|outcome| {
+        out.flush()?;
+        Ok(outcome)
+    });
+    exit_code(result, quiet)
+}
+
+fn exit_code(result: Result<Outcome>, quiet: bool) -> ExitCode {
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Problems(summary)) => {
+            if !quiet {
+                eprintln!("cachet: {summary}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) if e.is::<UsageError>() => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
+        // `cachet list | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -133,87 +159,43 @@ where
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<csv::Error>()
+                .is_some_and(|c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
+}
+
 /// Runs one command, writing its output to `out`.
-pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+///
+/// # Errors
+/// What the command fails with (see [`Outcome`] for how errors map to exit codes).
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome> {
+    run_with(cli, out, false).await
+}
+
+async fn run_with(cli: Cli, out: &mut dyn Write, out_is_stdout: bool) -> Result<Outcome> {
+    let mut ctx = Context::new(cli.global, out, out_is_stdout);
+    let ctx = &mut ctx;
     match cli.command {
-        Command::Demo(args) => demo::run(args, out).await,
-        Command::Stats { json } => {
-            let cache = open_existing(&cli.cache).await?;
-            format::stats(&cache, json, out).await
-        }
-        Command::List {
-            namespace,
-            prefix,
-            limit,
-            json,
-        } => {
-            let cache = open_existing(&cli.cache).await?;
-            let mut filter = EntryFilter::all();
-            filter.namespace = namespace;
-            filter.id_prefix = prefix;
-            let query = ListQuery::matching(filter).with_limit(limit);
-            format::list(&cache, query, limit, json, out).await
-        }
-        Command::Get {
-            key,
-            namespace,
-            output,
-        } => {
-            let cache = open_existing(&cli.cache).await?;
-            get(&cache, &namespace, &key, output, out).await
-        }
+        Command::Demo(args) => cmd::demo::run(args, ctx).await,
+        Command::Stats(args) => cmd::stats::run(args, ctx).await,
+        Command::List(args) => cmd::list::run(args, ctx).await,
+        Command::Get(args) => cmd::get::run(args, ctx).await,
     }
 }
 
-async fn open_existing(dir: &std::path::Path) -> Result<Cache> {
-    anyhow::ensure!(
-        dir.join("index.sqlite").exists(),
-        "no cachet cache at {} (expected {}; pass --cache DIR or set CACHET_CACHE)",
-        dir.display(),
-        dir.join("index.sqlite").display()
-    );
-    // Strict: an operator asking for an entry must hear that it is damaged, not get a miss.
-    Cache::builder()
-        .directory(dir)
-        .strict_integrity(true)
-        .build()
-        .await
-        .with_context(|| format!("opening the cache at {}", dir.display()))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-async fn get(
-    cache: &Cache,
-    namespace: &str,
-    id: &str,
-    output: Option<PathBuf>,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let key = CacheKey::explicit(namespace, id)?;
-    // The cache's reader applies expiry and verifies every frame and the digest.
-    let mut reader = cache
-        .reader(&key)
-        .await?
-        .with_context(|| format!("no entry with key {key} (or it has expired)"))?;
-    let mut sink: Box<dyn Write> = match &output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => Box::new(&mut *out),
-    };
-    if reader.meta().data_type == DataType::MessagePack {
-        let mut raw = Vec::new();
-        while let Some(chunk) = reader.next_chunk().await? {
-            raw.extend_from_slice(&chunk);
-        }
-        let value: serde_json::Value = rmp_serde::from_slice(&raw)
-            .with_context(|| format!("decoding {key} as MessagePack"))?;
-        serde_json::to_writer_pretty(&mut sink, &value)?;
-        writeln!(sink)?;
-    } else {
-        while let Some(chunk) = reader.next_chunk().await? {
-            sink.write_all(&chunk)?;
-        }
+    #[test]
+    fn the_command_line_model_is_consistent() {
+        Cli::command().debug_assert();
     }
-    sink.flush()?;
-    Ok(())
 }

@@ -42,7 +42,7 @@ async fn sample_cache(dir: &Path) -> (String, String) {
 async fn stats_reports_entries_and_sizes_as_json() {
     let dir = tempfile::tempdir().unwrap();
     sample_cache(dir.path()).await;
-    let out = cachet(dir.path(), &["stats", "--json"]);
+    let out = cachet(dir.path(), &["stats", "--format", "json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -69,7 +69,7 @@ async fn stats_text_reads_like_a_human_wrote_it() {
     sample_cache(dir.path()).await;
     let out = cachet(dir.path(), &["stats"]);
     let text = stdout(&out);
-    assert!(text.contains("entries        2"), "{text}");
+    assert!(text.contains("entries         2"), "{text}");
     assert!(text.contains("KiB"), "{text}");
 }
 
@@ -77,7 +77,7 @@ async fn stats_text_reads_like_a_human_wrote_it() {
 async fn list_shows_every_entry_with_its_params() {
     let dir = tempfile::tempdir().unwrap();
     let (value_id, bytes_id) = sample_cache(dir.path()).await;
-    let out = cachet(dir.path(), &["list", "--json"]);
+    let out = cachet(dir.path(), &["list", "--format", "json"]);
     assert!(out.status.success());
     let rows: Vec<serde_json::Value> = stdout(&out)
         .lines()

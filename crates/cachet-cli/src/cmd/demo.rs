@@ -1,14 +1,14 @@
 //! `cachet demo`: the main job on the embedded defaults, measured.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use cachet::{Cache, params};
 use xxhash_rust::xxh3::Xxh3Default;
 
-use crate::format::{human_bytes, human_duration_ms};
+use crate::human::{format_duration_ms as human_duration_ms, format_size as human_bytes};
+use crate::{Context, Outcome};
 
 /// Options of `cachet demo`.
 #[derive(Debug, clap::Args)]
@@ -63,7 +63,12 @@ pub fn primes_below(n: u64) -> PrimeSummary {
     summary
 }
 
-pub(crate) async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<()> {
+/// Runs `cachet demo`.
+///
+/// # Errors
+/// When the demo directory cannot be prepared or the cache fails.
+pub async fn run(args: DemoArgs, ctx: &mut Context<'_>) -> Result<Outcome> {
+    let out = ctx.out();
     prepare_dir(&args.dir)?;
     let cache = Cache::open(&args.dir)
         .await
@@ -166,7 +171,8 @@ pub(crate) async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<()> {
         stats.hits, stats.misses, stats.inserts
     )?;
     writeln!(out)?;
-    crate::format::stats(&cache, false, out).await?;
+    let totals = super::stats::totals(&cache).await?;
+    out.write_all(totals.to_table().as_bytes())?;
     if args.keep {
         writeln!(out, "\nkept: cachet --cache {} list", args.dir.display())?;
     } else {
@@ -174,7 +180,7 @@ pub(crate) async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<()> {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("removing {}", args.dir.display()))?;
     }
-    Ok(())
+    Ok(Outcome::Success)
 }
 
 fn unreachable_computation() -> PrimeSummary {

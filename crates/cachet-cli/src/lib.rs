@@ -86,15 +86,26 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// What this cache is: backends, entries, sizes, compression, dedup, oldest/newest,
+    /// expired.
+    Inspect(cmd::inspect::InspectArgs),
+    /// List entries (key, namespace, type, sizes, age, TTL left, hits), filtered and sorted.
+    List(cmd::list::ListArgs),
+    /// Breakdowns by data type, namespace, age and size; recorded reads.
+    Stats(cmd::stats::StatsArgs),
+    /// One entry's metadata: sizes, digest, times, TTL, tags, params, user metadata.
+    Show(cmd::show::ShowArgs),
+    /// Write one entry's value to stdout or a file. Serde values are rendered as JSON.
+    Get(cmd::get::GetArgs),
+    /// Store a file or stdin under a key (streamed), with --ttl, --tag, --meta.
+    Put(cmd::put::PutArgs),
+    /// Delete entries by key.
+    Rm(cmd::rm::RmArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::CompletionsArgs),
     /// Show what cachet does here: memoize a computation (miss vs hit), round-trip a large
     /// value (throughput, peak memory), print statistics. Uses its own directory.
     Demo(cmd::demo::DemoArgs),
-    /// Totals: entries, raw and stored bytes, compression ratio, deduplicated blobs.
-    Stats(cmd::stats::StatsArgs),
-    /// List entries: key, namespace, type, sizes, age, TTL left, hits.
-    List(cmd::list::ListArgs),
-    /// Write one entry's value to stdout or a file. Serde values are rendered as JSON.
-    Get(cmd::get::GetArgs),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit code
@@ -186,6 +197,11 @@ async fn run_with(cli: Cli, out: &mut dyn Write, out_is_stdout: bool) -> Result<
         Command::Stats(args) => cmd::stats::run(args, ctx).await,
         Command::List(args) => cmd::list::run(args, ctx).await,
         Command::Get(args) => cmd::get::run(args, ctx).await,
+        Command::Inspect(args) => cmd::inspect::run(args, ctx).await,
+        Command::Show(args) => cmd::show::run(args, ctx).await,
+        Command::Put(args) => cmd::put::run(args, ctx).await,
+        Command::Rm(args) => cmd::rm::run(args, ctx).await,
+        Command::Completions(args) => cmd::completions::run(args, ctx).await,
     }
 }
 

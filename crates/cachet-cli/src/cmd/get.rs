@@ -71,6 +71,8 @@ pub async fn run(args: GetArgs, ctx: &mut Context<'_>) -> Result<Outcome> {
         }
     }
     sink.flush()?;
+    // Reads are recorded in batches: write this one before the process ends.
+    cache.flush().await?;
     if let Some(path) = &args.output {
         ctx.info(format_args!(
             "wrote {} to {}",

@@ -1,8 +1,13 @@
 //! One module per command: its `Args` (the `--help` text) and its `run`.
 
+pub mod completions;
 pub mod demo;
 pub mod get;
+pub mod inspect;
 pub mod list;
+pub mod put;
+pub mod rm;
+pub mod show;
 pub mod stats;
 
 use anyhow::Result;

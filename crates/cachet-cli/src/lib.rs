@@ -44,6 +44,7 @@ pub mod cmd;
 pub mod context;
 pub mod human;
 pub mod output;
+pub mod progress;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -101,6 +102,24 @@ pub enum Command {
     Put(cmd::put::PutArgs),
     /// Delete entries by key.
     Rm(cmd::rm::RmArgs),
+    /// Run one read-only SQL statement on the index (`--help` describes the tables).
+    Query(cmd::query::QueryArgs),
+    /// Delete expired entries; with --max-size, evict the least recently used down to a quota.
+    Cleanup(cmd::cleanup::CleanupArgs),
+    /// Check every entry and blob; list damaged entries with their key and the reason
+    /// (exit code 1 when any).
+    Verify(cmd::check::VerifyArgs),
+    /// Remove what verify finds broken (damaged, expired, unreferenced blobs); --dry-run.
+    Repair(cmd::check::RepairArgs),
+    /// Delete blobs no entry references and crash leftovers.
+    Gc(cmd::check::GcArgs),
+    /// Write entries to a portable archive (a file or `-` for stdout).
+    Export(cmd::archive::ExportArgs),
+    /// Read an archive written by export into the cache, verifying every value.
+    Import(cmd::archive::ImportArgs),
+    /// Copy every entry into another cache (e.g. SQLite + files to PostgreSQL + S3);
+    /// resumable.
+    Migrate(cmd::migrate::MigrateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::CompletionsArgs),
     /// Show what cachet does here: memoize a computation (miss vs hit), round-trip a large
@@ -202,6 +221,14 @@ async fn run_with(cli: Cli, out: &mut dyn Write, out_is_stdout: bool) -> Result<
         Command::Put(args) => cmd::put::run(args, ctx).await,
         Command::Rm(args) => cmd::rm::run(args, ctx).await,
         Command::Completions(args) => cmd::completions::run(args, ctx).await,
+        Command::Query(args) => cmd::query::run(args, ctx).await,
+        Command::Cleanup(args) => cmd::cleanup::run(args, ctx).await,
+        Command::Verify(args) => cmd::check::run_verify(args, ctx).await,
+        Command::Repair(args) => cmd::check::run_repair(args, ctx).await,
+        Command::Gc(args) => cmd::check::run_gc(args, ctx).await,
+        Command::Export(args) => cmd::archive::run_export(args, ctx).await,
+        Command::Import(args) => cmd::archive::run_import(args, ctx).await,
+        Command::Migrate(args) => cmd::migrate::run(args, ctx).await,
     }
 }
 

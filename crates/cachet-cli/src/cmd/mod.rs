@@ -1,11 +1,16 @@
 //! One module per command: its `Args` (the `--help` text) and its `run`.
 
+pub mod archive;
+pub mod check;
+pub mod cleanup;
 pub mod completions;
 pub mod demo;
 pub mod get;
 pub mod inspect;
 pub mod list;
+pub mod migrate;
 pub mod put;
+pub mod query;
 pub mod rm;
 pub mod show;
 pub mod stats;

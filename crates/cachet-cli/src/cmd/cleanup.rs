@@ -197,8 +197,14 @@ async fn evict(
     if let (Some(at), false) = (cut, dry_run) {
         let filter = EntryFilter::all().accessed_before(Timestamp(at.saturating_add(1)));
         let deleted = store.delete_where(&filter, false).await?;
-        // What was really deleted: an entry read since the walk was kept.
-        outcome.evicted_keys = deleted.keys.iter().map(ToString::to_string).collect();
+        // What was really deleted (an entry read since the walk was kept), in the plan's
+        // order, then anything deleted that the plan did not name.
+        let mut gone: std::collections::HashSet<String> =
+            deleted.keys.iter().map(ToString::to_string).collect();
+        outcome.evicted_keys.retain(|k| gone.remove(k));
+        let mut extra: Vec<String> = gone.into_iter().collect();
+        extra.sort();
+        outcome.evicted_keys.extend(extra);
         outcome.evicted_entries = deleted.entries();
     }
     Ok(())

@@ -15,19 +15,34 @@ use crate::output::{Cell, Record};
 use crate::progress::Bar;
 use crate::{Context, Outcome};
 
-/// Options of `cachet export`.
-#[derive(Debug, clap::Args)]
-#[command(after_long_help = "\
-The archive is a tar stream (docs/ARCHIVE.md): a header, then per entry a JSON manifest record \
-(key, parameters, tags, user metadata, expiry, content digest) and the value exactly as stored, \
-then an end record. Every value is verified while it is written; a damaged entry is left out \
+const EXPORT_HELP: &str = "\
+The archive is a tar stream (docs/ARCHIVE.md): a header, then per entry a JSON manifest record
+(key, parameters, tags, user metadata, expiry, content digest) and the value exactly as stored,
+then an end record. Every value is verified while it is written; a damaged entry is left out
 (or marked damaged, so that an import rejects it) and reported: the exit code is then 1.
 
 A file is written as FILE.partial and renamed when complete, so FILE is never a cut archive.
 
 Examples:
   cachet export backup.tar
-  cachet export --namespace models --tag prod - | ssh host cachet import -")]
+  cachet export --namespace models --tag prod - | ssh host cachet import -";
+
+const IMPORT_HELP: &str = "\
+Every value is checked (frames, size, content digest) before its entry becomes visible: a
+damaged entry is rejected and reported with its key and the reason (exit code 1), the others
+are imported. Entries keep their namespaces, keys, parameters, tags, metadata, creation time
+and expiry. An entry the cache already holds with the same content is skipped, so importing
+the same archive again (after an interruption) completes it. A cut or corrupt archive stops
+the import with an error naming the problem; what was imported before stays, each entry
+complete.
+
+Examples:
+  cachet --cache ./new import backup.tar
+  curl -s https://host/backup.tar | cachet import -";
+
+/// Options of `cachet export`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = EXPORT_HELP)]
 pub struct ExportArgs {
     /// The archive to write, or `-` for stdout (the report then goes to stderr).
     pub file: PathBuf,
@@ -50,18 +65,7 @@ pub struct ExportArgs {
 
 /// Options of `cachet import`.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "\
-Every value is checked (frames, size, content digest) before its entry becomes visible: a \
-damaged entry is rejected and reported with its key and the reason (exit code 1), the others \
-are imported. Entries keep their namespaces, keys, parameters, tags, metadata, creation time \
-and expiry. An entry the cache already holds with the same content is skipped, so importing \
-the same archive again (after an interruption) completes it. A cut or corrupt archive stops \
-the import with an error naming the problem; what was imported before stays, each entry \
-complete.
-
-Examples:
-  cachet --cache ./new import backup.tar
-  curl -s https://host/backup.tar | cachet import -")]
+#[command(after_long_help = IMPORT_HELP)]
 pub struct ImportArgs {
     /// The archive to read, or `-` for stdin.
     pub file: PathBuf,

@@ -94,8 +94,8 @@ rewritten since it was checked is left alone. Run verify again afterwards to see
 /// Arguments of `cachet gc`.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
-Deletes blobs no entry references once no writer's lease protects them, blobs the index never \
-registered (crash leftovers) and abandoned temporary uploads. Safe while other processes read \
+Deletes blobs no entry references once no writer's lease protects them, blobs the index never
+registered (crash leftovers) and abandoned temporary uploads. Safe while other processes read
 and write the cache (docs/GC.md).")]
 pub struct GcArgs {}
 
@@ -406,6 +406,8 @@ pub async fn run_repair(args: RepairArgs, ctx: &mut Context<'_>) -> Result<Outco
     );
     r.field("bytes_freed", "bytes freed", Cell::Size(done.bytes_freed));
     ctx.record(&r)?;
+    // The note comes after the report, on a terminal too.
+    ctx.out().flush()?;
     if done.dry_run {
         ctx.info("dry run: nothing was changed");
     }

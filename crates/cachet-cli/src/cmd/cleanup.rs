@@ -21,8 +21,24 @@ use crate::output::{Cell, Record};
 use crate::progress::Bar;
 use crate::{Context, Outcome};
 
+const CLEANUP_HELP: &str = "\
+First deletes every expired entry (in every namespace). With --max-size, it then reads the index
+once and evicts the entries read least recently (ties go together) until the cache fits: the
+size counts each inline value and each blob once, however many entries share it, and evicting
+an entry frees its blob only with the blob's last entry. An entry read after that scan is kept.
+Finally the garbage collector reclaims what is left of removed entries.
+
+The scan holds about 100 bytes per entry (a million entries: about 150 MB). Access times are
+recorded in batches, so a read in the last second may not count yet.
+
+Examples:
+  cachet cleanup                           # expired entries only
+  cachet cleanup --max-size 10GB --dry-run # what would go, and the size after
+  cachet -v cleanup --max-size 500MiB      # lists every key removed (on stderr)";
+
 /// Arguments of `cachet cleanup`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = CLEANUP_HELP)]
 pub struct CleanupArgs {
     /// After removing expired entries, evict the least recently accessed entries until the
     /// cache occupies at most this much (inline values plus blobs, each blob counted once):
@@ -297,6 +313,8 @@ pub async fn run(args: CleanupArgs, ctx: &mut Context<'_>) -> Result<Outcome> {
         );
     }
     ctx.record(&r)?;
+    // The note comes after the report, on a terminal too.
+    ctx.out().flush()?;
     if outcome.dry_run {
         ctx.info("dry run: nothing was changed (-v lists the keys)");
     }

@@ -10,22 +10,24 @@ use crate::output::{Cell, Record};
 use crate::progress::Bar;
 use crate::{Context, Outcome};
 
-/// Options of `cachet migrate`.
-#[derive(Debug, clap::Args)]
-#[command(after_long_help = "\
-Every value streams from a verified reader of this cache (frame checksums, size, content \
-digest) into a writer of the target, which re-encodes it with its own settings; keys, \
-parameters, tags, metadata, compression and expiry are kept. An entry damaged here is not \
-copied and is reported with its key and the reason (exit code 1).
+const MIGRATE_HELP: &str = "\
+Every value streams from a verified reader of this cache (frame checksums, size, content
+digest) into a writer of the target, which re-encodes it with its own settings; keys,
+parameters, tags, metadata, compression and expiry are kept. An entry damaged here is not
+copied and is reported with its key and the reason (exit code 1). The source is only read.
 
-Resumable: an entry the target already holds with the same content digest is skipped, so \
-after an interruption (Ctrl-C, a lost connection) run the same command again and it copies \
-only the rest. The source is only read.
+Resumable: an entry the target already holds with the same content digest is skipped, so
+after an interruption (Ctrl-C, a lost connection) run the same command again and it copies
+only the rest.
 
 Examples:
   cachet --cache ./cache migrate --to-cache /mnt/big/cache
   cachet --cache ./cache migrate --to-index postgres://cachet@db/cache \\
-      --to-blobs 's3://team-cache/prod?endpoint=https://s3.example.com' --verify")]
+      --to-blobs 's3://team-cache/prod?endpoint=https://s3.example.com' --verify";
+
+/// Options of `cachet migrate`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = MIGRATE_HELP)]
 pub struct MigrateArgs {
     /// The target's index URL (`postgres://...`, `sqlite:///path/index.sqlite`), with
     /// --to-blobs.

@@ -44,11 +44,6 @@ impl Bar {
         Bar { bar: None }
     }
 
-    /// Whether anything is drawn.
-    pub fn is_visible(&self) -> bool {
-        self.bar.is_some()
-    }
-
     /// Sets the step shown before the bar (`checking`, `listing blobs`...).
     pub fn set_prefix(&self, prefix: &'static str) {
         if let Some(bar) = &self.bar {
@@ -61,16 +56,6 @@ impl Bar {
         if let Some(bar) = &self.bar {
             bar.set_position(position);
             bar.set_message(message());
-        }
-    }
-
-    /// Changes the total (`None`: unknown).
-    pub fn set_total(&self, total: Option<u64>) {
-        if let Some(bar) = &self.bar {
-            match total {
-                Some(total) => bar.set_length(total),
-                None => bar.unset_length(),
-            }
         }
     }
 

@@ -238,3 +238,24 @@ fn query_help_explains_the_schema_with_examples() {
     assert!(help.matches("cachet query \"SELECT").count() >= 2, "{help}");
     assert!(help.contains("read-only"), "{help}");
 }
+
+#[tokio::test]
+async fn query_reads_the_index_an_index_url_names() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_cache(dir.path()).await;
+    let index = format!("sqlite://{}", dir.path().join("index.sqlite").display());
+    let blobs = format!("file://{}", dir.path().join("blobs").display());
+
+    let out = cachet_raw(&[
+        "--index",
+        &index,
+        "--blobs",
+        &blobs,
+        "--format",
+        "csv",
+        "query",
+        "SELECT count(*) AS n FROM entries",
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(csv_rows(&out).1, [["3"]]);
+}

@@ -69,6 +69,10 @@ Each problem is printed with the entry's key and the reason:
   expired        the entry has expired (`cachet cleanup` removes it)
   unreferenced   a blob no entry references (a crash leftover, or a write in progress)
 
+Output: one line per problem (kind, key, reason; -v adds the blob); with --format json one
+object per line, with --format csv one record each. The summary (entries, bytes read, counts)
+goes to stderr, so a sound cache prints no rows.
+
 Exit status: 0 when no entry is damaged, 1 when an entry is missing its blob, corrupt or
 tampered (expired entries and unreferenced blobs are housekeeping, listed but not failures),
 2 for bad arguments.";

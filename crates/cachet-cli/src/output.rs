@@ -576,6 +576,18 @@ mod tests {
     }
 
     #[test]
+    fn with_colour_only_the_header_is_bold() {
+        let mut out = Vec::new();
+        let mut writer = RowWriter::new(&mut out, Format::Table, COLUMNS, false, true);
+        writer
+            .row(vec![Cell::text("k"), Cell::Size(1), Cell::Null])
+            .unwrap();
+        writer.finish().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "\u{1b}[1mKEY  RAW\u{1b}[0m\nk    1 B\n");
+    }
+
+    #[test]
     fn an_empty_table_still_has_its_header() {
         assert_eq!(render(Format::Table, 0), "KEY  RAW\n");
     }

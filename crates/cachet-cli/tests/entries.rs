@@ -91,7 +91,7 @@ async fn list_as_csv_parses_with_a_header_of_column_keys() {
     assert_eq!(records.len(), 6);
     let model = records.iter().find(|r| r["key"] == "m-good").unwrap();
     assert_eq!(model["namespace"], "models");
-    assert_eq!(model["stored_bytes"].parse::<u64>().unwrap() > 5_000, true);
+    assert!(model["stored_bytes"].parse::<u64>().unwrap() > 5_000);
     let metadata: serde_json::Value = serde_json::from_str(&model["metadata"]).unwrap();
     assert_eq!(metadata["model"], "xgboost");
     let report = records.iter().find(|r| r["key"] == s.report_id).unwrap();
@@ -117,7 +117,7 @@ async fn list_filters_are_evaluated_by_the_index() {
     );
     assert_eq!(
         keys(&list(d, &["--param", "report=q3"])),
-        [s.report_id.clone()]
+        [s.report_id.as_str()]
     );
     assert_eq!(keys(&list(d, &["--param", "year>2030"])).len(), 0);
     assert_eq!(keys(&list(d, &["--type", "json"])), ["settings"]);

@@ -9,33 +9,36 @@ use cachet::Cache;
 
 use crate::output::{Column, Format, Record, RowWriter};
 
+/// The help heading of the options every command accepts.
+const GLOBAL: &str = "Global options";
+
 /// The options every command accepts (before or after the command name).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GlobalArgs {
     /// Cache directory: SQLite index + blob files (the embedded setup). Default: `./cache`.
     /// [env: CACHET_CACHE]
-    #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["index", "blobs"])]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR", conflicts_with_all = ["index", "blobs"])]
     pub cache: Option<PathBuf>,
     /// Index URL (`sqlite:///path/index.db`, `postgres://user@host/db`), with --blobs.
     /// [env: CACHET_INDEX]
-    #[arg(long, global = true, value_name = "URL", requires = "blobs")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL", requires = "blobs")]
     pub index: Option<String>,
     /// Blob store URL (`file:///path/blobs`, `s3://bucket/prefix?endpoint=...`), with --index.
     /// [env: CACHET_BLOBS]
-    #[arg(long, global = true, value_name = "URL", requires = "index")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL", requires = "index")]
     pub blobs: Option<String>,
     /// Output format: `table` for people; `json` and `csv` for programs (exact values).
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Print only the requested data: no notes or summaries on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, help_heading = GLOBAL, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail: extra table columns, notes on stderr (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No colour (also when the NO_COLOR environment variable is set, or output is not a
     /// terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
 }
 

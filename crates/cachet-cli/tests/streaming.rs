@@ -126,9 +126,11 @@ async fn list_streams_a_large_cache_with_bounded_memory() {
         );
         let header = usize::from(format == "table");
         assert_eq!(run.lines, n + header, "{format}: every entry, once");
-        // Printing starts after the first page, not after the whole index was read.
+        // Printing starts after the first page, not after the whole index was read (a
+        // listing that collected first would print its first line at the very end; the
+        // margin is wide because process start-up is slow on a loaded machine).
         assert!(
-            run.first_line * 10 < run.total,
+            run.first_line * 3 < run.total,
             "{format}: first line after {:?} of {:?}",
             run.first_line,
             run.total

@@ -6,27 +6,15 @@
 
 mod ops_support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use cachet::cachet_core::testing::service_env;
 use cachet::{Cache, params};
 use ops_support::*;
 
-/// A fresh shared cache: its own PostgreSQL schema and S3 prefix.
-fn fresh_cache_urls(test: &str) -> Option<(String, String)> {
-    let database = service_env("DATABASE_URL")?;
-    let endpoint = service_env("S3_ENDPOINT")?;
-    let bucket = service_env("S3_BUCKET")?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("ops_{test}_{}_{nanos}", std::process::id());
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let index = format!("{database}{separator}cachet_schema={name}");
-    let blobs = format!("s3://{bucket}/{name}?endpoint={endpoint}&allow_http=true");
-    Some((index, blobs))
-}
+/// A fresh shared cache (its own PostgreSQL schema and S3 prefix), as the cache crate's
+/// shared-backend tests make them.
+#[allow(dead_code)] // the module's other helpers
+#[path = "../../cachet-cache/tests/support/shared.rs"]
+mod shared_urls;
+use shared_urls::fresh_cache_urls;
 
 fn shared(index: &str, blobs: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--index", index, "--blobs", blobs];

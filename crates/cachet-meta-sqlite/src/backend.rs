@@ -17,7 +17,7 @@ use rusqlite::{
 
 use cachet_core::{
     AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta,
-    EntryRecord, Error, ExpiryUpdate, IndexStats, ListQuery, Location, MetadataBackend,
+    EntryRecord, Error, ExpiryUpdate, IndexStats, KeyLock, ListQuery, Location, MetadataBackend,
     MetadataCapabilities, MoveOutcome, PutOutcome, Result, Timestamp, WriteCondition,
 };
 
@@ -159,6 +159,9 @@ struct Inner {
     /// Bumped after every use of the writer connection: a reader's snapshot taken before a
     /// write of this process is never reused after it (read-your-writes).
     write_generation: AtomicU64,
+    /// Per-key locks (an index on disk, on Unix).
+    #[cfg(unix)]
+    key_locks: Option<crate::lock::KeyLockDir>,
 }
 
 /// A reader connection and the read snapshot it may hold open between lookups.
@@ -301,6 +304,8 @@ impl SqliteMetadata {
             }
         };
         tracing::debug!(path, readers = readers.len(), "opened the SQLite index");
+        #[cfg(unix)]
+        let key_locks = config.path().map(crate::lock::KeyLockDir::beside);
         let inner = Arc::new(Inner {
             config,
             path,
@@ -308,6 +313,8 @@ impl SqliteMetadata {
             readers,
             next_reader: AtomicUsize::new(0),
             write_generation: AtomicU64::new(0),
+            #[cfg(unix)]
+            key_locks,
         });
         spawn_snapshot_janitor(&inner);
         Ok(SqliteMetadata { inner })
@@ -1312,7 +1319,20 @@ impl MetadataBackend for SqliteMetadata {
         let mut capabilities = MetadataCapabilities::all(false);
         capabilities.shared_across_processes = on_disk;
         capabilities.durable = on_disk;
+        capabilities.key_locks = cfg!(unix) && on_disk;
         capabilities
+    }
+
+    #[cfg(unix)]
+    async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
+        match &self.inner.key_locks {
+            Some(locks) => locks.try_lock(key),
+            None => Err(Error::Unsupported {
+                what: format!(
+                    "per-key locks on an in-memory SQLite index (nothing to share); key {key}"
+                ),
+            }),
+        }
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Option<EntryRecord>> {

@@ -90,6 +90,13 @@
 //!   [`EntryFilter::matches`](cachet_core::EntryFilter::matches). A row whose params, user
 //!   metadata or tags are not valid JSON matches no condition on them instead of failing the
 //!   statement, so a damaged row never blocks a filtered delete of the others.
+//! - Per-key locks (`try_lock_key`, capability `key_locks`, on Unix for an index on disk): an
+//!   exclusive `flock` on `<index>.locks/<xxh3-128 of the key>.lock`. The operating system
+//!   releases it when its holder dies, and it excludes other tasks and index instances of the
+//!   same process too (a lock is per open file). The holder deletes the file before unlocking
+//!   it; a locker that opened the file just before sees, once it holds the lock, that the path
+//!   names another file (or none) and starts over. So `get_with` computes a missing key once
+//!   across every process on the machine.
 //!
 //! ## Connections and concurrency
 //!
@@ -157,6 +164,8 @@ mod backend;
 mod config;
 mod error;
 mod filter;
+#[cfg(unix)]
+mod lock;
 mod schema;
 
 pub use backend::SqliteMetadata;

@@ -470,6 +470,17 @@ impl Cache {
         self.run(self.inner.invalidate_where(filter, dry_run))
     }
 
+    /// Deletes the entries of this namespace carrying `tag` (see
+    /// [`crate::Cache::invalidate_tag`]).
+    pub fn invalidate_tag(&self, tag: &str) -> Result<DeleteReport> {
+        self.run(self.inner.invalidate_tag(tag))
+    }
+
+    /// Deletes every entry of this namespace (see [`crate::Cache::invalidate_namespace`]).
+    pub fn invalidate_namespace(&self) -> Result<DeleteReport> {
+        self.run(self.inner.invalidate_namespace())
+    }
+
     /// Copies an entry to another key without copying its value (see [`crate::Cache::copy`]).
     pub fn copy(
         &self,

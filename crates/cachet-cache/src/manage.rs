@@ -375,6 +375,42 @@ impl Cache {
         Ok(report)
     }
 
+    /// Deletes every entry of this cache's namespace that carries `tag`, expired or not, and
+    /// reclaims their blobs: each batch of 500 is one index statement, and the deletion is
+    /// durable (the entries are gone from the index, not hidden behind an evictable marker).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// cache.insert("q1", &1).with_tag("sales").await?;
+    /// cache.insert("q2", &2).with_tag("sales").with_tag("eu").await?;
+    /// cache.insert("hr", &3).await?;
+    /// assert_eq!(cache.invalidate_tag("sales").await?.entries(), 2);
+    /// assert!(cache.contains_key("hr").await?);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<DeleteReport> {
+        self.invalidate_where(&EntryFilter::all().tag(tag), false)
+            .await
+    }
+
+    /// Deletes every entry of this cache's namespace (see [`namespace`](Self::namespace)),
+    /// expired or not, in batches of 500 per index statement; other namespaces are untouched.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let (a, b) = (cache.namespace("team-a"), cache.namespace("team-b"));
+    /// a.insert("x", &1).await?;
+    /// b.insert("x", &2).await?;
+    /// assert_eq!(a.invalidate_namespace().await?.entries(), 1);
+    /// assert_eq!(b.get::<i32>("x").await?, Some(2));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn invalidate_namespace(&self) -> Result<DeleteReport> {
+        self.invalidate_where(&EntryFilter::all(), false).await
+    }
+
     // ---------------------------------------------------------------- copy and move
 
     /// Copies a live entry to another key of this cache's namespace without copying its value

@@ -235,3 +235,36 @@ fn the_blocking_cache_exports_to_a_file_and_reports_a_truncated_one() {
         "nothing partial is visible"
     );
 }
+
+#[tokio::test]
+async fn invalidation_by_tag_and_namespace_is_durable_and_stays_in_its_namespace() {
+    let (cache, _clock, dir) = open().await;
+    let team = cache.namespace("team");
+    team.insert("a", &1).with_tag("nightly").await.unwrap();
+    team.insert("b", &2)
+        .with_tag("nightly")
+        .with_tag("eu")
+        .await
+        .unwrap();
+    team.insert("c", &3).await.unwrap();
+    cache.insert("a", &10).with_tag("nightly").await.unwrap();
+    assert_eq!(team.invalidate_tag("nightly").await.unwrap().entries(), 2);
+    assert_eq!(
+        cache.get::<i32>("a").await.unwrap(),
+        Some(10),
+        "other namespace untouched"
+    );
+    drop((team, cache));
+
+    // Durable: a cache opened afterwards (another process, say) does not see them either.
+    let reopened = Cache::open(dir.path()).await.unwrap();
+    let team = reopened.namespace("team");
+    assert_eq!(team.get::<i32>("a").await.unwrap(), None);
+    assert_eq!(team.get::<i32>("c").await.unwrap(), Some(3));
+    assert_eq!(team.invalidate_namespace().await.unwrap().entries(), 1);
+    assert_eq!(
+        reopened.index_stats().await.unwrap().entries,
+        1,
+        "only the root entry is left"
+    );
+}

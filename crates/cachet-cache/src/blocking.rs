@@ -771,6 +771,8 @@ impl CacheBuilder {
         fn in_memory();
         /// See [`crate::CacheBuilder::default_ttl`].
         fn default_ttl(ttl: Duration);
+        /// See [`crate::CacheBuilder::default_ttl_str`].
+        fn default_ttl_str(ttl: &str);
         /// See [`crate::CacheBuilder::compression`].
         fn compression(compression: Compression);
         /// See [`crate::CacheBuilder::signing_key`].

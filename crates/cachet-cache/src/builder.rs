@@ -63,6 +63,8 @@ pub struct CacheBuilder {
     index: Option<Source<dyn MetadataBackend>>,
     blobs: Option<Source<dyn BlobBackend>>,
     default_ttl: Option<Duration>,
+    /// A `default_ttl_str` that did not parse (reported by `build`).
+    invalid_ttl: Option<String>,
     compression: Option<Compression>,
     signing_key: Option<KeySource>,
     strict_integrity: bool,
@@ -121,6 +123,7 @@ impl CacheBuilder {
             index: None,
             blobs: None,
             default_ttl: None,
+            invalid_ttl: None,
             compression: None,
             signing_key: None,
             strict_integrity: false,
@@ -175,6 +178,30 @@ impl CacheBuilder {
     /// longer than zero.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
+        self.invalid_ttl = None;
+        self
+    }
+
+    /// Like [`default_ttl`](Self::default_ttl) with a human duration: `"30m"`, `"2.5h"`, `"7d"`
+    /// (see [`parse_ttl`](crate::parse_ttl)). A string that does not parse fails `build` with
+    /// `Error::Config { field: "default_ttl" }`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = cachet_cache::Cache::builder().in_memory().default_ttl_str("2.5h").build().await?;
+    /// assert_eq!(cache.default_ttl(), Some(std::time::Duration::from_secs(9_000)));
+    /// let bad = cachet_cache::Cache::builder().in_memory().default_ttl_str("soon").build().await;
+    /// assert!(matches!(bad, Err(cachet_core::Error::Config { .. })));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn default_ttl_str(mut self, ttl: &str) -> Self {
+        match crate::parse_ttl(ttl) {
+            Ok(ttl) => {
+                self.default_ttl = Some(ttl);
+                self.invalid_ttl = None;
+            }
+            Err(e) => self.invalid_ttl = Some(e.to_string()),
+        }
         self
     }
 
@@ -251,6 +278,9 @@ impl CacheBuilder {
     pub async fn build(self) -> Result<Cache> {
         // 1. Everything that needs no I/O.
         cachet_core::key::validate_namespace(&self.namespace)?;
+        if let Some(reason) = &self.invalid_ttl {
+            return Err(Error::config("default_ttl", reason));
+        }
         if self.default_ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::config(
                 "default_ttl",

@@ -78,6 +78,7 @@
 //! |---|---|---|
 //! | `meta-sqlite` | yes | the SQLite index (`sqlite://`, the index of [`Cache::open`]); [`backends::sqlite`] |
 //! | `blob-fs` | yes | filesystem blobs (`file://`, the blobs of [`Cache::open`]); [`backends::fs`] |
+//! | `macros` | yes | [`#[memoize]`](memoize): cache a function's results by its arguments |
 //! | `meta-postgres` | — | planned: a PostgreSQL index shared by many machines |
 //! | `blob-s3` | — | planned: S3-compatible object storage |
 //!
@@ -111,6 +112,15 @@ pub use cachet_storage::{
 
 /// The crates underneath, for what the facade does not re-export.
 pub use {cachet_cache, cachet_core, cachet_storage};
+
+#[cfg(feature = "macros")]
+pub use cachet_macros::memoize;
+
+/// Run-time support of [`memoize`]; not a public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "memoize.rs"]
+pub mod __private;
 
 /// Storage backends, one module per backend feature.
 pub mod backends {

@@ -1,0 +1,226 @@
+//! Run-time support of [`#[cachet::memoize]`](crate::memoize): what the macro's expansion
+//! calls. Not a public API (hidden, may change in any release).
+//!
+//! Every helper returns the function's own result, never a cache error: when the cache fails
+//! (an unreadable index, an invalid namespace, arguments that are not valid key parameters),
+//! the failure is logged with `tracing::warn!` and the function runs uncached.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cachet_cache::{Cache, InsertOptions, blocking, memo_key};
+use cachet_core::{Error, Params, Result};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde::ser::{Serialize, Serializer};
+
+/// What the attribute said about one function.
+#[derive(Debug, Clone, Copy)]
+pub struct Memo {
+    /// `module_path!()::name`.
+    pub function: &'static str,
+    /// Part of the key, when given (`version = "..."`).
+    pub version: Option<&'static str>,
+    /// The namespace the entries go to, when given (`namespace = "..."`).
+    pub namespace: Option<&'static str>,
+    /// The entries' TTL, when given (`ttl = "..."`, parsed at compile time).
+    pub ttl: Option<Duration>,
+}
+
+impl Memo {
+    /// The key of a call: [`memo_key`] of the function and the arguments (a tuple), plus
+    /// `"version"` when one is given.
+    pub fn key<A: Serialize + ?Sized>(&self, args: &A) -> Result<Params> {
+        let key = memo_key(self.function, args)?;
+        Ok(match self.version {
+            Some(version) => key.with("version", version),
+            None => key,
+        })
+    }
+
+    fn options(&self) -> InsertOptions {
+        match self.ttl {
+            Some(ttl) => InsertOptions::new().with_ttl(ttl),
+            None => InsertOptions::new(),
+        }
+    }
+
+    fn uncached(&self, error: &Error) {
+        match error {
+            // A waiter whose leader's computation failed: computing is simply our turn.
+            Error::Compute { .. } => tracing::debug!(function = self.function, error = %error,
+                "memoize: a concurrent call failed; computing"),
+            _ => tracing::warn!(function = self.function, error = %error,
+                "memoize: the cache failed; computing the result without it"),
+        }
+    }
+}
+
+const COMPUTED_ONCE: &str = "a memoized function's cache reported an error after computing \
+                             (get_with returns every computed value); please report this bug";
+
+/// A memoized `async fn` whose whole result is cached.
+pub async fn get_with<T, F, Fut>(memo: &Memo, cache: &Cache, key: Result<Params>, compute: F) -> T
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut compute = Some(compute);
+    let cached = match key {
+        Ok(key) => {
+            let slot = &mut compute;
+            let init = move || (slot.take().expect(COMPUTED_ONCE))();
+            match memo.namespace {
+                Some(ns) => {
+                    cache
+                        .namespace(ns)
+                        .get_with_options(key, memo.options(), init)
+                        .await
+                }
+                None => cache.get_with_options(key, memo.options(), init).await,
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match cached {
+        Ok(value) => value,
+        Err(e) => {
+            memo.uncached(&e);
+            (compute.take().expect(COMPUTED_ONCE))().await
+        }
+    }
+}
+
+/// A memoized `async fn` returning `Result<T, E>`: `Ok` values are cached, errors are
+/// returned as they are and not cached.
+pub async fn try_get_with<T, E, F, Fut>(
+    memo: &Memo,
+    cache: &Cache,
+    key: Result<Params>,
+    compute: F,
+) -> std::result::Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let mut compute = Some(compute);
+    let mut failure = None;
+    let cached = match key {
+        Ok(key) => {
+            let (slot, failed) = (&mut compute, &mut failure);
+            let init = move || async move {
+                (slot.take().expect(COMPUTED_ONCE))().await.map_err(|e| {
+                    *failed = Some(e);
+                    NotCached
+                })
+            };
+            match memo.namespace {
+                Some(ns) => {
+                    cache
+                        .namespace(ns)
+                        .try_get_with_options(key, memo.options(), init)
+                        .await
+                }
+                None => cache.try_get_with_options(key, memo.options(), init).await,
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match cached {
+        Ok(value) => Ok(value),
+        Err(_) if failure.is_some() => Err(failure.take().expect("checked")),
+        Err(e) => {
+            memo.uncached(&e);
+            (compute.take().expect(COMPUTED_ONCE))().await
+        }
+    }
+}
+
+/// A memoized `fn` (blocking cache) whose whole result is cached.
+pub fn blocking_get_with<T, F>(
+    memo: &Memo,
+    cache: &blocking::Cache,
+    key: Result<Params>,
+    compute: F,
+) -> T
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> T,
+{
+    let mut compute = Some(compute);
+    let cached = match key {
+        Ok(key) => {
+            let slot = &mut compute;
+            let init = move || (slot.take().expect(COMPUTED_ONCE))();
+            match memo.namespace {
+                Some(ns) => cache
+                    .namespace(ns)
+                    .get_with_options(key, memo.options(), init),
+                None => cache.get_with_options(key, memo.options(), init),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match cached {
+        Ok(value) => value,
+        Err(e) => {
+            memo.uncached(&e);
+            (compute.take().expect(COMPUTED_ONCE))()
+        }
+    }
+}
+
+/// A memoized `fn` (blocking cache) returning `Result<T, E>`: `Ok` values are cached,
+/// errors are returned as they are and not cached.
+///
+/// The blocking cache has no `try_get_with_options`, so the result goes through
+/// `get_with_options` as a [`Computed`], whose serialization refuses an error: the write is
+/// refused before anything is stored (the cache logs that it returns the value uncached).
+pub fn blocking_try_get_with<T, E, F>(
+    memo: &Memo,
+    cache: &blocking::Cache,
+    key: Result<Params>,
+    compute: F,
+) -> std::result::Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> std::result::Result<T, E>,
+{
+    let computed = blocking_get_with(memo, cache, key, move || Computed(compute()));
+    computed.0
+}
+
+/// A computed `Result` stored as its `Ok` value alone (the same bytes as `T`); an `Err`
+/// cannot be serialized, so it is never stored.
+pub struct Computed<T, E>(pub std::result::Result<T, E>);
+
+impl<T: Serialize, E> Serialize for Computed<T, E> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match &self.0 {
+            Ok(value) => value.serialize(serializer),
+            Err(_) => Err(serde::ser::Error::custom(
+                "the memoized function returned an error, which is not cached",
+            )),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>, E> Deserialize<'de> for Computed<T, E> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| Computed(Ok(value)))
+    }
+}
+
+/// The error `try_get_with` sees when the function failed (the function's own error is kept
+/// aside and returned to the caller).
+#[derive(Debug)]
+struct NotCached;
+
+impl std::fmt::Display for NotCached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the memoized function returned an error (not cached)")
+    }
+}
+
+impl std::error::Error for NotCached {}

@@ -323,6 +323,25 @@ impl Cache {
         self.run(self.inner.try_get_with(key, move || async move { init() }))
     }
 
+    /// Like [`try_get_with`](Self::try_get_with) with options for the stored entry (see
+    /// [`crate::Cache::try_get_with_options`]): only an `Ok` value is stored.
+    pub fn try_get_with_options<T, E, F>(
+        &self,
+        key: impl IntoCacheKey,
+        options: InsertOptions,
+        init: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        self.run(
+            self.inner
+                .try_get_with_options(key, options, move || async move { init() }),
+        )
+    }
+
     /// Memoizes a function call (see [`crate::Cache::memoize`]).
     pub fn memoize<T, A, F>(&self, function_name: &str, args: &A, init: F) -> Result<T>
     where

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cachet_cache::{Cache, InsertOptions, blocking, memo_key};
 use cachet_core::{Error, Params, Result};
-use serde::de::{Deserialize, DeserializeOwned, Deserializer};
-use serde::ser::{Serialize, Serializer};
+use serde::de::DeserializeOwned;
+use serde::ser::Serialize;
 
 /// What the attribute said about one function.
 #[derive(Debug, Clone, Copy)]
@@ -173,10 +173,6 @@ where
 
 /// A memoized `fn` (blocking cache) returning `Result<T, E>`: `Ok` values are cached,
 /// errors are returned as they are and not cached.
-///
-/// The blocking cache has no `try_get_with_options`, so the result goes through
-/// `get_with_options` as a [`Computed`], whose serialization refuses an error: the write is
-/// refused before anything is stored (the cache logs that it returns the value uncached).
 pub fn blocking_try_get_with<T, E, F>(
     memo: &Memo,
     cache: &blocking::Cache,
@@ -187,28 +183,33 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> std::result::Result<T, E>,
 {
-    let computed = blocking_get_with(memo, cache, key, move || Computed(compute()));
-    computed.0
-}
-
-/// A computed `Result` stored as its `Ok` value alone (the same bytes as `T`); an `Err`
-/// cannot be serialized, so it is never stored.
-pub struct Computed<T, E>(pub std::result::Result<T, E>);
-
-impl<T: Serialize, E> Serialize for Computed<T, E> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        match &self.0 {
-            Ok(value) => value.serialize(serializer),
-            Err(_) => Err(serde::ser::Error::custom(
-                "the memoized function returned an error, which is not cached",
-            )),
+    let mut compute = Some(compute);
+    let mut failure = None;
+    let cached = match key {
+        Ok(key) => {
+            let (slot, failed) = (&mut compute, &mut failure);
+            let init = move || {
+                (slot.take().expect(COMPUTED_ONCE))().map_err(|e| {
+                    *failed = Some(e);
+                    NotCached
+                })
+            };
+            match memo.namespace {
+                Some(ns) => cache
+                    .namespace(ns)
+                    .try_get_with_options(key, memo.options(), init),
+                None => cache.try_get_with_options(key, memo.options(), init),
+            }
         }
-    }
-}
-
-impl<'de, T: Deserialize<'de>, E> Deserialize<'de> for Computed<T, E> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        T::deserialize(deserializer).map(|value| Computed(Ok(value)))
+        Err(e) => Err(e),
+    };
+    match cached {
+        Ok(value) => Ok(value),
+        Err(_) if failure.is_some() => Err(failure.take().expect("checked")),
+        Err(e) => {
+            memo.uncached(&e);
+            (compute.take().expect(COMPUTED_ONCE))()
+        }
     }
 }
 

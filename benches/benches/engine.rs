@@ -14,7 +14,9 @@
 //! Groups: `small` (100 B puts, hits, misses), `1MiB` (put, get), `256MiB` (streaming put and
 //! get of random and arange data; `CACHET_BENCH_BIG_MIB` overrides the size), `keys` (key
 //! derivation from params), `memo` (a `get_with` hit), `batch` (1,000-key batches against
-//! 1,000 single calls).
+//! 1,000 single calls), `memory_tier` (a 100 B hit and a miss through `Cache::get_bytes` with
+//! the memory tier on, a typed `get` hit, and the raw lookups of its two candidate crates,
+//! quick_cache and moka, on the same keys and values).
 //!
 //! ```text
 //! cargo bench -p cachet-benches                 # everything (about 1.5 minutes on 2 cores)
@@ -521,5 +523,161 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small, one_mib, big, keys, memo, batch);
+/// The memory tier: a hit through the cache, a miss (through to the durable tiers), and the
+/// bare crates on the same workload (10,000 keys of `CacheKey`, 100 B `Bytes` values behind
+/// an `Arc`, weighted by bytes): what the tier costs on top of the crate.
+fn memory_tier(c: &mut Criterion) {
+    use std::sync::Arc;
+    const FILLED: usize = 10_000;
+    let rt = runtime();
+    let mut group = c.benchmark_group("memory_tier");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+
+    let dir = tempfile::Builder::new()
+        .prefix("cachet-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let cache = rt
+        .block_on(
+            Cache::builder()
+                .directory(dir.path())
+                .memory_tier(256 << 20)
+                .build(),
+        )
+        .expect("open cache");
+    let names: Vec<String> = (0..FILLED).map(|i| format!("hit{i}")).collect();
+    let mut value = random_bytes(100, 1);
+    rt.block_on(async {
+        for (i, key) in names.iter().enumerate() {
+            stamp(&mut value, i as u64);
+            cache
+                .insert_bytes(key.as_str(), value.as_slice())
+                .await
+                .expect("prefill");
+            cache
+                .insert(
+                    format!("typed{i}").as_str(),
+                    &Point {
+                        x: i as f64,
+                        y: 0.5,
+                        label: "p".into(),
+                    },
+                )
+                .await
+                .expect("prefill");
+        }
+        for i in 0..FILLED {
+            let _: Option<Point> = cache
+                .get(format!("typed{i}").as_str())
+                .await
+                .expect("backfill");
+        }
+    });
+    settle(&rt, &cache);
+    let typed: Vec<String> = (0..FILLED).map(|i| format!("typed{i}")).collect();
+
+    let mut cursor = 0usize;
+    group.bench_function("cachet_get_bytes_hit_100B", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    cursor = (cursor + 1) % FILLED;
+                    let got = cache.get_bytes(names[cursor].as_str()).await.expect("get");
+                    black_box(got.expect("hit"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("cachet_get_typed_hit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    cursor = (cursor + 1) % FILLED;
+                    let got: Option<Point> = cache.get(typed[cursor].as_str()).await.expect("get");
+                    black_box(got.expect("hit"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let mut next_miss = 0u64;
+    group.bench_function("cachet_get_bytes_miss", |b| {
+        b.iter_custom(|iters| {
+            let misses: Vec<String> = (next_miss..next_miss + iters)
+                .map(|i| format!("miss{i}"))
+                .collect();
+            next_miss += iters;
+            rt.block_on(async {
+                let start = Instant::now();
+                for key in &misses {
+                    let got = cache.get_bytes(key.as_str()).await.expect("get");
+                    assert!(black_box(got).is_none());
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    // The bare crates: the same keys (full `CacheKey`s, looked up by reference) and values.
+    let keys: Vec<CacheKey> = names
+        .iter()
+        .map(|n| CacheKey::explicit("", n.as_str()).expect("key"))
+        .collect();
+    let entry = |i: usize| Arc::new(bytes::Bytes::from(random_bytes(100, i as u64)));
+    let quick = quick_cache::sync::Cache::with_weighter(FILLED, 256 << 20, BytesWeight);
+    let moka: moka::sync::Cache<CacheKey, Arc<bytes::Bytes>> = moka::sync::Cache::builder()
+        .max_capacity(256 << 20)
+        .weigher(|_k: &CacheKey, v: &Arc<bytes::Bytes>| v.len() as u32 + 160)
+        .build();
+    for (i, key) in keys.iter().enumerate() {
+        quick.insert(key.clone(), entry(i));
+        moka.insert(key.clone(), entry(i));
+    }
+    moka.run_pending_tasks();
+    group.bench_function("quick_cache_get_100B", |b| {
+        b.iter(|| {
+            cursor = (cursor + 1) % FILLED;
+            black_box(quick.get(&keys[cursor]).expect("hit"))
+        })
+    });
+    // What a cache hit adds before the lookup: the key from a `&str`, and the clock.
+    group.bench_function("key_and_clock", |b| {
+        b.iter(|| {
+            cursor = (cursor + 1) % FILLED;
+            let key = CacheKey::explicit("", names[cursor].as_str()).expect("key");
+            black_box((key, cachet::Timestamp::now()))
+        })
+    });
+    group.bench_function("moka_get_100B", |b| {
+        b.iter(|| {
+            cursor = (cursor + 1) % FILLED;
+            black_box(moka.get(&keys[cursor]).expect("hit"))
+        })
+    });
+    group.finish();
+}
+
+#[derive(Clone)]
+struct BytesWeight;
+
+impl quick_cache::Weighter<CacheKey, std::sync::Arc<bytes::Bytes>> for BytesWeight {
+    fn weight(&self, _key: &CacheKey, value: &std::sync::Arc<bytes::Bytes>) -> u64 {
+        value.len() as u64 + 160
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Point {
+    x: f64,
+    y: f64,
+    label: String,
+}
+
+criterion_group!(benches, small, one_mib, big, keys, memo, batch, memory_tier);
 criterion_main!(benches);

@@ -792,6 +792,12 @@ impl CacheBuilder {
         fn default_ttl(ttl: Duration);
         /// See [`crate::CacheBuilder::default_ttl_str`].
         fn default_ttl_str(ttl: &str);
+        /// See [`crate::CacheBuilder::memory_tier`].
+        fn memory_tier(max_bytes: u64);
+        /// See [`crate::CacheBuilder::memory_tier_str`].
+        fn memory_tier_str(max_bytes: &str);
+        /// See [`crate::CacheBuilder::memory_tier_ttl`].
+        fn memory_tier_ttl(ttl: Duration);
         /// See [`crate::CacheBuilder::compression`].
         fn compression(compression: Compression);
         /// See [`crate::CacheBuilder::signing_key`].

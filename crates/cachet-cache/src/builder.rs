@@ -72,6 +72,10 @@ pub struct CacheBuilder {
     clock: Option<Arc<dyn Clock>>,
     store_config: Option<StoreConfig>,
     allow_local_index_with_remote_blobs: bool,
+    memory_tier: Option<u64>,
+    /// A `memory_tier_str` that did not parse (reported by `build`).
+    invalid_memory_tier: Option<String>,
+    memory_tier_ttl: Duration,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -104,6 +108,8 @@ impl std::fmt::Debug for CacheBuilder {
             .field("signing", &self.signing_key.is_some())
             .field("strict_integrity", &self.strict_integrity)
             .field("namespace", &self.namespace)
+            .field("memory_tier", &self.memory_tier)
+            .field("memory_tier_ttl", &self.memory_tier_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +137,9 @@ impl CacheBuilder {
             clock: None,
             store_config: None,
             allow_local_index_with_remote_blobs: false,
+            memory_tier: None,
+            invalid_memory_tier: None,
+            memory_tier_ttl: crate::memory::DEFAULT_MEMORY_TTL,
         }
     }
 
@@ -172,6 +181,51 @@ impl CacheBuilder {
     /// Index and blobs in process memory (`memory://`): for tests and throwaway caches.
     pub fn in_memory(self) -> Self {
         self.index("memory://").blobs("memory://")
+    }
+
+    /// Adds a memory tier of at most `max_bytes` in front of the index and blobs (default:
+    /// none). It holds verified raw values, weighted by their size plus a fixed overhead of
+    /// 160 bytes; a value heavier than an eighth of the tier (or half of one of its 8
+    /// shards: the same for the default layout) is not held. Reads (`get`, `get_bytes`,
+    /// `get_many`, `get_bytes_many`, `get_with`) are served from it when they can and fill it
+    /// from the durable tiers when they cannot; `insert_bytes` fills it; every other local
+    /// write or delete drops what it changes. See [`Cache`]'s *Memory tier* section for what
+    /// other processes' writes mean.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = cachet_cache::Cache::builder().in_memory().memory_tier(64 << 20).build().await?;
+    /// cache.insert_bytes("k", b"value").await?;
+    /// assert_eq!(cache.get_bytes("k").await?.as_deref(), Some(&b"value"[..]));
+    /// assert_eq!(cache.stats().memory_hits, 1);
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn memory_tier(mut self, max_bytes: u64) -> Self {
+        self.memory_tier = Some(max_bytes);
+        self.invalid_memory_tier = None;
+        self
+    }
+
+    /// Like [`memory_tier`](Self::memory_tier) with a human size: `"256MiB"`, `"1GB"`,
+    /// `"1.5GiB"`, or a plain number of bytes. A string that does not parse fails `build`
+    /// with `Error::Config { field: "memory_tier" }`.
+    pub fn memory_tier_str(mut self, max_bytes: &str) -> Self {
+        match crate::memory::parse_size(max_bytes) {
+            Ok(bytes) => {
+                self.memory_tier = Some(bytes);
+                self.invalid_memory_tier = None;
+            }
+            Err(reason) => self.invalid_memory_tier = Some(reason),
+        }
+        self
+    }
+
+    /// How long a value is served from the memory tier before the durable tiers are asked
+    /// again (default 60 s; never past the entry's own expiry). This bounds how long a write
+    /// by another process can go unseen here. `Duration::MAX`: no bound.
+    pub fn memory_tier_ttl(mut self, ttl: Duration) -> Self {
+        self.memory_tier_ttl = ttl;
+        self
     }
 
     /// The TTL of entries written without one (default: entries never expire). Must be
@@ -278,6 +332,24 @@ impl CacheBuilder {
     pub async fn build(self) -> Result<Cache> {
         // 1. Everything that needs no I/O.
         cachet_core::key::validate_namespace(&self.namespace)?;
+        if let Some(reason) = &self.invalid_memory_tier {
+            return Err(Error::config("memory_tier", reason));
+        }
+        if self.memory_tier == Some(0) {
+            return Err(Error::config(
+                "memory_tier",
+                "must be more than zero bytes; leave it unset for no memory tier",
+            ));
+        }
+        if self.memory_tier_ttl.is_zero() {
+            return Err(Error::config(
+                "memory_tier_ttl",
+                "must be longer than zero (nothing would ever be served from memory)",
+            ));
+        }
+        let memory = self
+            .memory_tier
+            .map(|max_bytes| crate::memory::MemoryTier::new(max_bytes, self.memory_tier_ttl));
         if let Some(reason) = &self.invalid_ttl {
             return Err(Error::config("default_ttl", reason));
         }
@@ -341,6 +413,7 @@ impl CacheBuilder {
             self.default_ttl,
             self.strict_integrity,
             Arc::from(self.namespace.as_str()),
+            memory,
         ))
     }
 }

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::builder::CacheBuilder;
 use crate::flight::{Flights, Outcome};
 use crate::key::{IntoCacheKey, ResolvedKey};
+use crate::memory::{Forget, MemoryTier};
 use crate::options::{Insert, InsertBytes, InsertOptions};
 use crate::stats::{CacheStats, Counters};
 use crate::writer::CacheWriter;
@@ -37,6 +38,17 @@ use crate::writer::CacheWriter;
 /// - A value of another type than the one requested is `Error::TypeMismatch`, never garbage.
 /// - [`get_with`](Self::get_with) runs one computation per missing key in this process,
 ///   however many tasks ask at once.
+///
+/// # Memory tier
+/// With [`memory_tier`](CacheBuilder::memory_tier), verified values of recent reads and of
+/// this process's `insert_bytes` calls are also held in process memory, weighted by bytes:
+/// a hit there touches neither the index nor the blobs. This process's writes and deletes
+/// (through any view of this cache) update or drop the memory entries they concern; writes by
+/// **other processes** are seen once the memory entry is evicted or reaches its
+/// [`memory_tier_ttl`](CacheBuilder::memory_tier_ttl) (60 s by default), which bounds how
+/// stale a memory hit can be. [`reader`](Self::reader), [`metadata`](Self::metadata) and
+/// [`contains_key`](Self::contains_key) always ask the index; memory hits do not update the
+/// entry's access time in the index.
 #[derive(Clone)]
 pub struct Cache {
     pub(crate) shared: Arc<Shared>,
@@ -49,6 +61,7 @@ pub(crate) struct Shared {
     strict_integrity: bool,
     pub(crate) counters: Counters,
     flights: Flights,
+    pub(crate) memory: Option<MemoryTier>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -58,6 +71,7 @@ impl std::fmt::Debug for Cache {
             .field("store", &self.shared.store)
             .field("default_ttl", &self.shared.default_ttl)
             .field("strict_integrity", &self.shared.strict_integrity)
+            .field("memory", &self.shared.memory)
             .finish()
     }
 }
@@ -119,7 +133,7 @@ impl Cache {
     /// A cache over an existing store, with no default TTL, lenient integrity and the default
     /// namespace.
     pub fn from_store(store: Store) -> Cache {
-        Cache::from_parts(store, None, false, Arc::from(""))
+        Cache::from_parts(store, None, false, Arc::from(""), None)
     }
 
     /// A cache over custom backends. No capability check is made (see
@@ -137,6 +151,7 @@ impl Cache {
         default_ttl: Option<Duration>,
         strict_integrity: bool,
         namespace: Arc<str>,
+        memory: Option<MemoryTier>,
     ) -> Cache {
         Cache {
             shared: Arc::new(Shared {
@@ -145,6 +160,7 @@ impl Cache {
                 strict_integrity,
                 counters: Counters::default(),
                 flights: Flights::default(),
+                memory,
             }),
             namespace,
         }
@@ -183,6 +199,12 @@ impl Cache {
     pub fn try_namespace(&self, namespace: &str) -> Result<Cache> {
         cachet_core::key::validate_namespace(namespace)?;
         Ok(self.namespace(namespace))
+    }
+
+    /// Bytes the memory tier holds (values plus a fixed overhead per entry; never more than
+    /// its [`memory_tier`](CacheBuilder::memory_tier) size), or `None` without one.
+    pub fn memory_tier_bytes(&self) -> Option<u64> {
+        self.shared.memory.as_ref().map(MemoryTier::weight)
     }
 
     /// A snapshot of the counters (shared by every view of this cache).
@@ -225,12 +247,55 @@ impl Cache {
         }
     }
 
-    /// Reads a live value without counting a hit or miss; returns it with its raw size.
+    /// Reads a live value without counting a hit or miss (a memory hit is counted as such);
+    /// returns it with its raw size.
     async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, u64)>> {
-        match self.lookup_live(key).await? {
-            Some(entry) => self.decode_entry(key, &entry).await,
-            None => Ok(None),
+        let Some(tier) = &self.shared.memory else {
+            return match self.lookup_live(key).await? {
+                Some(entry) => self.decode_entry(key, &entry).await,
+                None => Ok(None),
+            };
+        };
+        if let Some(entry) = tier.get(key, self.now()) {
+            let value = entry.decode(key)?;
+            self.shared.counters.memory_hit();
+            return Ok(Some((value, entry.raw_size())));
         }
+        let ticket = tier.ticket(key);
+        let Some(entry) = self.lookup_live(key).await? else {
+            return Ok(None);
+        };
+        if !matches!(
+            entry.meta.data_type,
+            cachet_core::DataType::MessagePack | cachet_core::DataType::Json
+        ) {
+            // The durable read's own `TypeMismatch`.
+            return self.decode_entry(key, &entry).await;
+        }
+        let raw = match self.shared.store.read_raw(&entry).await {
+            Ok(raw) => raw,
+            Err(e) => return self.integrity(key, e),
+        };
+        let value = crate::memory::decode_raw(key, &entry.meta.data_type, &raw)?;
+        tier.backfill(ticket, &entry.meta, &raw, self.now());
+        Ok(Some((value, entry.meta.raw_size)))
+    }
+
+    /// Drops `keys` from the memory tier when the returned guard goes (after the durable
+    /// change, whatever its outcome); `None` without a memory tier.
+    pub(crate) fn forget_after(&self, keys: impl FnOnce() -> Vec<CacheKey>) -> Option<Forget<'_>> {
+        self.shared
+            .memory
+            .as_ref()
+            .map(|tier| Forget { tier, keys: keys() })
+    }
+
+    /// Clears the memory tier when the returned guard goes.
+    pub(crate) fn clear_after(&self) -> Option<crate::memory::ClearUnlessDone<'_>> {
+        self.shared
+            .memory
+            .as_ref()
+            .map(|tier| crate::memory::ClearUnlessDone { tier, done: false })
     }
 
     /// Decodes a looked-up entry's value (the integrity policy applies), with its raw size.
@@ -285,9 +350,21 @@ impl Cache {
     /// [`reader`](Self::reader)).
     pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
         let key = self.key(&key)?;
+        let tier = self.shared.memory.as_ref();
+        if let Some(entry) = tier.and_then(|tier| tier.get(&key, self.now())) {
+            let found = Some((entry.bytes(&key)?, entry.raw_size()));
+            self.shared.counters.memory_hit();
+            return Ok(self.count(&key, found));
+        }
+        let ticket = tier.map(|tier| tier.ticket(&key));
         let found = match self.lookup_live(&key).await? {
             Some(entry) => match self.shared.store.read_bytes(&entry).await {
-                Ok(bytes) => Some((bytes, entry.meta.raw_size)),
+                Ok(bytes) => {
+                    if let (Some(tier), Some(ticket)) = (tier, ticket) {
+                        tier.backfill(ticket, &entry.meta, &bytes, self.now());
+                    }
+                    Some((bytes, entry.meta.raw_size))
+                }
                 Err(e) => self.integrity(&key, e)?,
             },
             None => None,
@@ -370,6 +447,8 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
+        // Not filled (the encoded bytes stay inside the store): the next read backfills.
+        let _forget = self.forget_after(|| vec![key.key.clone()]);
         let meta = if options.is_json() {
             store.put_json(&key.key, value, put).await?
         } else {
@@ -387,7 +466,23 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
+        let Some(tier) = &self.shared.memory else {
+            let meta = store.put_bytes(&key.key, data, put).await?;
+            self.record_insert(&meta);
+            return Ok(meta);
+        };
+        let ticket = tier.ticket(&key.key);
+        // Dropped without being defused (an error, or cancellation): the key is forgotten.
+        let forget = Forget {
+            tier,
+            keys: vec![key.key.clone()],
+        };
         let meta = store.put_bytes(&key.key, data, put).await?;
+        forget.defuse();
+        let raw = tier
+            .admits(data.len() as u64)
+            .then(|| Bytes::copy_from_slice(data));
+        tier.written(ticket, &meta, raw.as_ref(), self.now());
         self.record_insert(&meta);
         Ok(meta)
     }
@@ -683,6 +778,7 @@ impl Cache {
     /// when no other entry shares it.
     pub async fn invalidate(&self, key: impl IntoCacheKey) -> Result<bool> {
         let key = self.key(&key)?;
+        let _forget = self.forget_after(|| vec![key.clone()]);
         let removed = self.shared.store.delete(&key).await?;
         tracing::debug!(key = %key, removed, "invalidate");
         Ok(removed)
@@ -701,6 +797,7 @@ impl Cache {
             return Ok(false);
         }
         let expires_at = ttl.map(|t| self.now().plus(t));
+        let _forget = self.forget_after(|| vec![key.clone()]);
         let touched = match self.shared.store.set_expiry(&key, expires_at).await {
             Ok(touched) => touched,
             Err(e) => self.integrity::<()>(&key, e)?.is_some(),
@@ -711,7 +808,8 @@ impl Cache {
 
     /// Deletes every expired entry (in all namespaces), then runs garbage collection.
     ///
-    /// Each batch checks expiry and deletes in one atomic step, so an entry that another writer
+    /// (The memory tier needs no change: its entries expire no later than their durable
+    /// entries.) Each batch checks expiry and deletes in one atomic step, so an entry that another writer
     /// re-inserted meanwhile with a later expiry is kept.
     pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
         let store = &self.shared.store;

@@ -78,6 +78,7 @@ mod cache;
 mod flight;
 mod key;
 mod manage;
+mod memory;
 mod options;
 mod stats;
 mod writer;

@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, is_live};
 use crate::key::{IntoCacheKey, ResolvedKey};
+use crate::memory::{MemoryEntry, MemoryTier, Ticket, decode_raw};
 use crate::options::InsertOptions;
+use std::sync::Arc;
 
 /// Entries read per index round trip by [`Cache::find`].
 const FIND_PAGE: usize = 1_000;
@@ -64,6 +66,7 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let key = self.key(&key)?;
         let existing = self.require_live(&key, "update").await?;
+        let _forget = self.forget_after(|| vec![key.clone()]);
         let meta = if existing.data_type == cachet_core::DataType::Json {
             self.shared.store.update_json(&key, value).await?
         } else {
@@ -81,6 +84,7 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let key = self.key(&key)?;
         self.require_live(&key, "update").await?;
+        let _forget = self.forget_after(|| vec![key.clone()]);
         let meta = self.shared.store.update_bytes(&key, data.as_ref()).await?;
         self.record_insert(&meta);
         Ok(meta)
@@ -110,6 +114,9 @@ impl Cache {
         K: IntoCacheKey,
     {
         let keys = self.keys(keys)?;
+        if let Some(tier) = &self.shared.memory {
+            return self.get_many_tiered(tier, &keys).await;
+        }
         let entries = self.live_entries(&keys).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (key, entry) in keys.iter().zip(entries) {
@@ -126,12 +133,127 @@ impl Cache {
         Ok(out)
     }
 
+    /// The memory tier's entries for `keys` (in order), and the keys it lacks with their
+    /// tickets, looked up in the index in one round trip.
+    async fn split_by_tier(
+        &self,
+        tier: &MemoryTier,
+        keys: &[CacheKey],
+    ) -> Result<(
+        Vec<Option<Arc<MemoryEntry>>>,
+        Vec<(Ticket, Option<StoredEntry>)>,
+    )> {
+        let now = self.now();
+        let held: Vec<Option<Arc<MemoryEntry>>> = keys.iter().map(|k| tier.get(k, now)).collect();
+        let missing: Vec<CacheKey> = keys
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| held.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let tickets: Vec<Ticket> = missing.iter().map(|k| tier.ticket(k)).collect();
+        let entries = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.live_entries(&missing).await?
+        };
+        Ok((held, tickets.into_iter().zip(entries).collect()))
+    }
+
+    async fn get_many_tiered<T: DeserializeOwned>(
+        &self,
+        tier: &MemoryTier,
+        keys: &[CacheKey],
+    ) -> Result<Vec<Option<T>>> {
+        let (held, looked_up) = self.split_by_tier(tier, keys).await?;
+        let mut looked_up = looked_up.into_iter();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, held) in keys.iter().zip(held) {
+            let found = match held {
+                Some(entry) => {
+                    let value = entry.decode::<T>(key)?;
+                    self.shared.counters.memory_hit();
+                    Some((value, entry.raw_size()))
+                }
+                None => match looked_up.next().expect("one lookup per key not held") {
+                    (_, None) => None,
+                    (ticket, Some(entry)) => {
+                        if !matches!(
+                            entry.meta.data_type,
+                            cachet_core::DataType::MessagePack | cachet_core::DataType::Json
+                        ) {
+                            return Err(decode_raw::<T>(key, &entry.meta.data_type, &[])
+                                .err()
+                                .expect("not a serde value"));
+                        }
+                        match self.shared.store.read_raw(&entry).await {
+                            Ok(raw) => {
+                                let value = decode_raw::<T>(key, &entry.meta.data_type, &raw)?;
+                                tier.backfill(ticket, &entry.meta, &raw, self.now());
+                                Some((value, entry.meta.raw_size))
+                            }
+                            Err(e) => self.integrity(key, e)?,
+                        }
+                    }
+                },
+            };
+            out.push(self.count(key, found));
+        }
+        Ok(out)
+    }
+
+    async fn get_bytes_many_tiered(
+        &self,
+        tier: &MemoryTier,
+        keys: &[CacheKey],
+    ) -> Result<Vec<Option<Bytes>>> {
+        let (held, looked_up) = self.split_by_tier(tier, keys).await?;
+        let found: Vec<&StoredEntry> = looked_up.iter().filter_map(|(_, e)| e.as_ref()).collect();
+        let mut values = self.shared.store.read_raw_many(&found).await.into_iter();
+        let mut looked_up = looked_up.iter();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, held) in keys.iter().zip(held) {
+            let found = match held {
+                Some(entry) => {
+                    let bytes = entry.bytes(key)?;
+                    self.shared.counters.memory_hit();
+                    Some((bytes, entry.raw_size()))
+                }
+                None => match looked_up.next().expect("one lookup per key not held") {
+                    (_, None) => None,
+                    (ticket, Some(entry)) => {
+                        let raw = values.next().expect("one read per live entry");
+                        if entry.meta.data_type != cachet_core::DataType::Bytes {
+                            return Err(Error::TypeMismatch {
+                                key: key.to_string(),
+                                expected: "bytes".into(),
+                                found: format!("{} data", entry.meta.data_type),
+                            });
+                        }
+                        match raw {
+                            Ok(bytes) => {
+                                tier.backfill(*ticket, &entry.meta, &bytes, self.now());
+                                Some((bytes, entry.meta.raw_size))
+                            }
+                            Err(e) => self.integrity(key, e)?,
+                        }
+                    }
+                },
+            };
+            out.push(self.count(key, found));
+        }
+        Ok(out)
+    }
+
     /// Reads many raw-bytes entries with one index round trip (see [`get_many`](Self::get_many)).
     pub async fn get_bytes_many<K: IntoCacheKey>(
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<Option<Bytes>>> {
         let keys = self.keys(keys)?;
+        if let Some(tier) = &self.shared.memory {
+            return self.get_bytes_many_tiered(tier, &keys).await;
+        }
         let entries = self.live_entries(&keys).await?;
         let found: Vec<&StoredEntry> = entries.iter().flatten().collect();
         let mut values = self.shared.store.read_raw_many(&found).await.into_iter();
@@ -201,6 +323,7 @@ impl Cache {
                 BatchItem::value(key.key, value, put)?
             });
         }
+        let _forget = self.forget_after(|| batch.iter().map(|i| i.key.clone()).collect());
         let metas = self.shared.store.put_many(batch).await?;
         metas.iter().for_each(|m| self.record_insert(m));
         Ok(metas)
@@ -222,6 +345,7 @@ impl Cache {
             let put = options.to_put_options(self.shared.default_ttl, key.params)?;
             batch.push(BatchItem::bytes(key.key, data, put));
         }
+        let _forget = self.forget_after(|| batch.iter().map(|i| i.key.clone()).collect());
         let metas = self.shared.store.put_many(batch).await?;
         metas.iter().for_each(|m| self.record_insert(m));
         Ok(metas)
@@ -244,6 +368,7 @@ impl Cache {
             batch.push(BatchItem::value(key, value, PutOptions::default())?);
         }
         let keys: Vec<CacheKey> = batch.iter().map(|i| i.key.clone()).collect();
+        let _forget = self.forget_after(|| keys.clone());
         let live = self.live_entries(&keys).await?;
         let (live_items, slots): (Vec<BatchItem>, Vec<usize>) = batch
             .into_iter()
@@ -272,6 +397,7 @@ impl Cache {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<bool>> {
         let keys = self.keys(keys)?;
+        let _forget = self.forget_after(|| keys.clone());
         self.shared.store.delete_many(&keys).await
     }
 
@@ -288,6 +414,7 @@ impl Cache {
             return Err(Error::config("ttl", "a TTL must be longer than zero"));
         }
         let keys = self.keys(keys)?;
+        let _forget = self.forget_after(|| keys.clone());
         let live = self.live_entries(&keys).await?;
         let expires_at = ttl.map(|t| self.now().plus(t));
         let (changes, slots): (Vec<_>, Vec<usize>) = keys
@@ -366,11 +493,16 @@ impl Cache {
         filter: &EntryFilter,
         dry_run: bool,
     ) -> Result<DeleteReport> {
+        // Cleared if the deletion fails or is cancelled midway (which keys went is unknown).
+        let clear = (!dry_run).then(|| self.clear_after()).flatten();
         let report = self
             .shared
             .store
             .delete_where(&self.scoped(filter), dry_run)
             .await?;
+        if let Some(clear) = clear {
+            clear.defuse(&report.keys);
+        }
         tracing::info!(entries = report.entries(), dry_run, "invalidate_where");
         Ok(report)
     }
@@ -437,6 +569,7 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let (from, to) = (self.key(&from)?, self.key(&to)?);
         self.require_live(&from, "copy").await?;
+        let _forget = self.forget_after(|| vec![to.clone()]);
         self.shared.store.copy_entry(&from, &to, overwrite).await
     }
 
@@ -464,6 +597,7 @@ impl Cache {
     ) -> Result<EntryMeta> {
         let (from, to) = (self.key(&from)?, self.key(&to)?);
         self.require_live(&from, "rename").await?;
+        let _forget = self.forget_after(|| vec![from.clone(), to.clone()]);
         self.shared.store.move_entry(&from, &to, overwrite).await
     }
 
@@ -504,6 +638,7 @@ impl Cache {
         options: &ImportOptions,
         progress: impl FnMut(&ImportReport),
     ) -> Result<ImportReport> {
+        let _clear = self.clear_after(); // the archive's keys are not listed
         self.shared.store.import(input, options, progress).await
     }
 
@@ -533,6 +668,7 @@ impl Cache {
         options: &RepairOptions,
         progress: impl FnMut(&VerifyProgress),
     ) -> Result<RepairReport> {
+        let _clear = self.clear_after();
         self.shared.store.repair(options, progress).await
     }
 }

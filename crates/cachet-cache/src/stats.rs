@@ -23,6 +23,9 @@ pub struct CacheStats {
     pub integrity_failures: u64,
     /// Computations run by `get_with` / `try_get_with` / `memoize` (successful or not).
     pub computations: u64,
+    /// Of the hits, those served by the memory tier (see
+    /// [`CacheBuilder::memory_tier`](crate::CacheBuilder::memory_tier)).
+    pub memory_hits: u64,
 }
 
 impl CacheStats {
@@ -47,6 +50,7 @@ pub(crate) struct Counters {
     bytes_written: AtomicU64,
     integrity_failures: AtomicU64,
     computations: AtomicU64,
+    memory_hits: AtomicU64,
 }
 
 impl Counters {
@@ -62,6 +66,10 @@ impl Counters {
     pub(crate) fn insert(&self, bytes: u64) {
         self.inserts.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn memory_hit(&self) {
+        self.memory_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn integrity_failure(&self) {
@@ -81,6 +89,7 @@ impl Counters {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             computations: self.computations.load(Ordering::Relaxed),
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
         }
     }
 }

@@ -128,6 +128,7 @@ impl CacheWriter {
             .inner
             .take()
             .ok_or_else(|| Error::config("writer", "the writer was not started"))?;
+        let _forget = self.cache.forget_after(|| vec![self.key.key.clone()]);
         let meta = inner.finish().await?;
         self.cache.record_insert(&meta);
         Ok(meta)

@@ -239,7 +239,7 @@ impl Cache {
     }
 
     /// A live, verified entry, or `None` (absent, expired, or failed the integrity policy).
-    async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+    pub(crate) async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
         match self.shared.store.lookup(key).await {
             Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
             Ok(_) => Ok(None),
@@ -793,12 +793,17 @@ impl Cache {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::config("ttl", "a TTL must be longer than zero"));
         }
-        if self.live_meta(&key).await?.is_none() {
+        let Some(meta) = self.live_meta(&key).await? else {
             return Ok(false);
-        }
+        };
         let expires_at = ttl.map(|t| self.now().plus(t));
         let _forget = self.forget_after(|| vec![key.clone()]);
-        let touched = match self.shared.store.set_expiry(&key, expires_at).await {
+        let changed = self
+            .shared
+            .store
+            .set_expiry_as_read(vec![Some((meta, expires_at))])
+            .await;
+        let touched = match changed.map(|flags| flags[0]) {
             Ok(touched) => touched,
             Err(e) => self.integrity::<()>(&key, e)?.is_some(),
         };

@@ -34,11 +34,25 @@ impl Cache {
 
     /// A live entry's metadata or `Error::NotFound` naming the key and the operation.
     async fn require_live(&self, key: &CacheKey, op: &str) -> Result<EntryMeta> {
-        self.live_meta(key).await?.ok_or_else(|| {
-            Error::not_found(format_args!(
-                "entry {key} ({op} needs a live entry; an expired one counts as absent)"
-            ))
-        })
+        self.live_meta(key).await?.ok_or_else(|| not_live(key, op))
+    }
+
+    /// The metadata of many keys in one round trip: `None` for an entry that is absent,
+    /// expired or (unless strict) fails its signature check.
+    async fn live_metas(&self, keys: &[CacheKey]) -> Result<Vec<Option<EntryMeta>>> {
+        let now = self.now();
+        let store = &self.shared.store;
+        let metas = store.metadata_backend().get_meta_many(keys).await?;
+        keys.iter()
+            .zip(metas)
+            .map(|(key, meta)| match meta {
+                None => Ok(None),
+                Some(meta) => match store.verify_entry(&meta) {
+                    Ok(()) => Ok(is_live(&meta, now).then_some(meta)),
+                    Err(e) => self.integrity(key, e),
+                },
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------- update
@@ -67,11 +81,17 @@ impl Cache {
         let key = self.key(&key)?;
         let existing = self.require_live(&key, "update").await?;
         let _forget = self.forget_after(|| vec![key.clone()]);
-        let meta = if existing.data_type == cachet_core::DataType::Json {
-            self.shared.store.update_json(&key, value).await?
+        // A JSON entry stays JSON (human-readable entries are a choice made at insert).
+        let item = if existing.data_type == cachet_core::DataType::Json {
+            BatchItem::json(key, value, PutOptions::default())?
         } else {
-            self.shared.store.update_value(&key, value).await?
+            BatchItem::value(key, value, PutOptions::default())?
         };
+        let meta = self
+            .shared
+            .store
+            .update_entry_as_read(&existing, item.data_type, &item.data, item.options)
+            .await?;
         self.record_insert(&meta);
         Ok(meta)
     }
@@ -83,9 +103,18 @@ impl Cache {
         data: impl AsRef<[u8]>,
     ) -> Result<EntryMeta> {
         let key = self.key(&key)?;
-        self.require_live(&key, "update").await?;
+        let existing = self.require_live(&key, "update").await?;
         let _forget = self.forget_after(|| vec![key.clone()]);
-        let meta = self.shared.store.update_bytes(&key, data.as_ref()).await?;
+        let meta = self
+            .shared
+            .store
+            .update_entry_as_read(
+                &existing,
+                cachet_core::DataType::Bytes,
+                data.as_ref(),
+                PutOptions::default(),
+            )
+            .await?;
         self.record_insert(&meta);
         Ok(meta)
     }
@@ -369,19 +398,22 @@ impl Cache {
         }
         let keys: Vec<CacheKey> = batch.iter().map(|i| i.key.clone()).collect();
         let _forget = self.forget_after(|| keys.clone());
-        let live = self.live_entries(&keys).await?;
+        let live = self.live_metas(&keys).await?;
         let (live_items, slots): (Vec<BatchItem>, Vec<usize>) = batch
             .into_iter()
             .zip(&live)
             .enumerate()
-            .filter(|(_, (_, entry))| entry.is_some())
+            .filter(|(_, (_, meta))| meta.is_some())
             .map(|(slot, (item, _))| (item, slot))
             .unzip();
+        let existing = live.into_iter().flatten().collect();
         let mut updated = vec![false; keys.len()];
-        for (slot, meta) in slots
-            .into_iter()
-            .zip(self.shared.store.update_many(live_items).await?)
-        {
+        for (slot, meta) in slots.into_iter().zip(
+            self.shared
+                .store
+                .update_many_as_read(existing, live_items)
+                .await?,
+        ) {
             if let Some(meta) = meta {
                 self.record_insert(&meta);
                 updated[slot] = true;
@@ -415,23 +447,13 @@ impl Cache {
         }
         let keys = self.keys(keys)?;
         let _forget = self.forget_after(|| keys.clone());
-        let live = self.live_entries(&keys).await?;
+        let live = self.live_metas(&keys).await?;
         let expires_at = ttl.map(|t| self.now().plus(t));
-        let (changes, slots): (Vec<_>, Vec<usize>) = keys
+        let changes = live
             .into_iter()
-            .zip(&live)
-            .enumerate()
-            .filter(|(_, (_, entry))| entry.is_some())
-            .map(|(slot, (key, _))| ((key, expires_at), slot))
-            .unzip();
-        let mut touched = vec![false; live.len()];
-        for (slot, done) in slots
-            .into_iter()
-            .zip(self.shared.store.set_expiry_many(&changes).await?)
-        {
-            touched[slot] = done;
-        }
-        Ok(touched)
+            .map(|meta| meta.map(|meta| (meta, expires_at)))
+            .collect();
+        self.shared.store.set_expiry_as_read(changes).await
     }
 
     // ---------------------------------------------------------------- queries and deletes
@@ -568,9 +590,17 @@ impl Cache {
         overwrite: bool,
     ) -> Result<EntryMeta> {
         let (from, to) = (self.key(&from)?, self.key(&to)?);
-        self.require_live(&from, "copy").await?;
+        let Some(source) = self.lookup_live(&from).await? else {
+            return Err(not_live(&from, "copy"));
+        };
         let _forget = self.forget_after(|| vec![to.clone()]);
-        self.shared.store.copy_entry(&from, &to, overwrite).await
+        if from == to {
+            return self.shared.store.copy_entry(&from, &to, overwrite).await;
+        }
+        self.shared
+            .store
+            .copy_entry_as_read(source, &to, overwrite)
+            .await
     }
 
     /// Moves a live entry to another key atomically (see `Store::move_entry`): afterwards
@@ -596,9 +626,12 @@ impl Cache {
         overwrite: bool,
     ) -> Result<EntryMeta> {
         let (from, to) = (self.key(&from)?, self.key(&to)?);
-        self.require_live(&from, "rename").await?;
+        let source = self.require_live(&from, "rename").await?;
         let _forget = self.forget_after(|| vec![from.clone(), to.clone()]);
-        self.shared.store.move_entry(&from, &to, overwrite).await
+        self.shared
+            .store
+            .move_entry_as_read(source, &to, overwrite)
+            .await
     }
 
     // ---------------------------------------------------------------- archives and checks
@@ -671,4 +704,11 @@ impl Cache {
         let _clear = self.clear_after();
         self.shared.store.repair(options, progress).await
     }
+}
+
+/// The error of an operation that needs a live entry.
+fn not_live(key: &CacheKey, op: &str) -> Error {
+    Error::not_found(format_args!(
+        "entry {key} ({op} needs a live entry; an expired one counts as absent)"
+    ))
 }

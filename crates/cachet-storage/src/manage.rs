@@ -247,9 +247,31 @@ impl Store {
         let Some(existing) = self.metadata(key).await? else {
             return Err(update_plan(None).condition_error(key));
         };
-        let options = kept_options(&existing, options);
-        self.put_planned(key, data_type, data, options, update_plan(Some(&existing)))
+        self.update_entry_as_read(&existing, data_type, data, options)
             .await
+    }
+
+    /// Replaces the value of the entry `existing` describes, as the caller read it (for example
+    /// after checking that it is live), with encoded `data` of `data_type`, without reading the
+    /// entry again: otherwise the same as [`update_bytes`](Self::update_bytes) and its
+    /// siblings (the write still fails with `Error::NotFound` if the entry is gone). Of
+    /// `options`, only `type_name`, `compression` and `ttl` / `expires_at` apply.
+    pub async fn update_entry_as_read(
+        &self,
+        existing: &EntryMeta,
+        data_type: DataType,
+        data: &[u8],
+        options: PutOptions,
+    ) -> Result<EntryMeta> {
+        let options = kept_options(existing, options);
+        self.put_planned(
+            &existing.key,
+            data_type,
+            data,
+            options,
+            update_plan(Some(existing)),
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- batches
@@ -375,15 +397,31 @@ impl Store {
     /// the new metadata, or `None` when no entry has the key (nothing is created).
     pub async fn update_many(&self, items: Vec<BatchItem>) -> Result<Vec<Option<EntryMeta>>> {
         let keys: Vec<CacheKey> = items.iter().map(|i| i.key.clone()).collect();
-        let existing = self.metadata_backend().get_meta_many(&keys).await?;
-        let mut existing: HashMap<CacheKey, EntryMeta> = existing
+        let existing: Vec<EntryMeta> = self
+            .metadata_backend()
+            .get_meta_many(&keys)
+            .await?
             .into_iter()
             .flatten()
-            .map(|meta| (meta.key.clone(), meta))
             .collect();
-        for meta in existing.values() {
+        for meta in &existing {
             self.verify_signature(meta)?;
         }
+        self.update_many_as_read(existing, items).await
+    }
+
+    /// [`update_many`](Self::update_many) for entries the caller has read already (`existing`:
+    /// the entries to update, verified, for example the live ones): items whose key is not
+    /// among them are reported `None` without a write, and nothing is read again.
+    pub async fn update_many_as_read(
+        &self,
+        existing: Vec<EntryMeta>,
+        items: Vec<BatchItem>,
+    ) -> Result<Vec<Option<EntryMeta>>> {
+        let mut existing: HashMap<CacheKey, EntryMeta> = existing
+            .into_iter()
+            .map(|meta| (meta.key.clone(), meta))
+            .collect();
         let results = self
             .write_many(items, WriteCondition::IfPresent, |item| {
                 Ok(existing.remove(&item.key))
@@ -568,48 +606,84 @@ impl Store {
         &self,
         changes: &[(CacheKey, Option<Timestamp>)],
     ) -> Result<Vec<bool>> {
-        let mut applied = vec![false; changes.len()];
-        let mut pending: Vec<usize> = (0..changes.len()).collect();
-        for _ in 0..crate::store::COMMIT_ATTEMPTS {
-            let keys: Vec<CacheKey> = pending.iter().map(|&i| changes[i].0.clone()).collect();
-            let metas = self.metadata_backend().get_meta_many(&keys).await?;
-            let mut updates = Vec::new();
-            let mut updated_slots = Vec::new();
-            for (&slot, meta) in pending.iter().zip(metas) {
-                let Some(mut meta) = meta else { continue };
-                self.verify_signature(&meta)?;
+        let keys: Vec<CacheKey> = changes.iter().map(|(key, _)| key.clone()).collect();
+        let metas = self.metadata_backend().get_meta_many(&keys).await?;
+        let read = metas
+            .into_iter()
+            .zip(changes)
+            .map(|(meta, (_, at))| meta.map(|meta| (meta, *at)))
+            .collect();
+        self.set_expiry_as_read(read).await
+    }
+
+    /// [`set_expiry_many`](Self::set_expiry_many) for entries the caller has read already:
+    /// one slot per change, `None` for an entry that does not exist (reported `false`). The
+    /// first attempt writes at once (one transaction); entries rewritten since they were read
+    /// are read again and retried.
+    pub async fn set_expiry_as_read(
+        &self,
+        read: Vec<Option<(EntryMeta, Option<Timestamp>)>>,
+    ) -> Result<Vec<bool>> {
+        let mut applied = vec![false; read.len()];
+        let mut pending: Vec<(usize, EntryMeta, Option<Timestamp>)> = read
+            .into_iter()
+            .enumerate()
+            .filter_map(|(slot, change)| change.map(|(meta, at)| (slot, meta, at)))
+            .collect();
+        for attempt in 0..crate::store::COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                // Rewritten (or deleted) since they were read: read them again.
+                let keys: Vec<CacheKey> = pending.iter().map(|(_, m, _)| m.key.clone()).collect();
+                let metas = self.metadata_backend().get_meta_many(&keys).await?;
+                pending = pending
+                    .into_iter()
+                    .zip(metas)
+                    .filter_map(|((slot, _, at), meta)| Some((slot, meta?, at)))
+                    .collect();
+            }
+            if pending.is_empty() {
+                return Ok(applied);
+            }
+            let mut updates = Vec::with_capacity(pending.len());
+            for (_, meta, at) in &pending {
+                self.verify_signature(meta)?;
+                let mut meta = meta.clone();
                 let expected = meta.signature.clone();
-                meta.expires_at = changes[slot].1;
+                meta.expires_at = *at;
                 meta.updated_at = self.now().max(meta.updated_at);
                 let signature = self.config().signing_key.as_ref().map(|k| k.sign(&meta));
                 updates.push(ExpiryUpdate {
-                    key: meta.key.clone(),
+                    key: meta.key,
                     if_signature: expected.filter(|_| signature.is_some()),
                     expires_at: meta.expires_at,
                     updated_at: meta.updated_at,
                     signature,
                 });
-                updated_slots.push(slot);
-            }
-            if updates.is_empty() {
-                return Ok(applied);
             }
             let done = self.metadata_backend().update_expiry_many(&updates).await?;
-            pending.clear();
-            for (slot, ok) in updated_slots.into_iter().zip(done) {
-                if ok {
-                    applied[slot] = true;
-                } else {
-                    pending.push(slot); // rewritten (or deleted) meanwhile: read again
-                }
-            }
+            pending = pending
+                .into_iter()
+                .zip(done)
+                .filter_map(|(change, ok)| {
+                    if ok {
+                        applied[change.0] = true;
+                        None
+                    } else {
+                        Some(change)
+                    }
+                })
+                .collect();
             if pending.is_empty() {
                 return Ok(applied);
             }
         }
+        let what = match pending.as_slice() {
+            [(_, meta, _)] => format!("entry {}", meta.key),
+            _ => format!("{} entries", pending.len()),
+        };
         Err(Error::Conflict {
-            what: format!("{} entries", pending.len()),
-            detail: "rewritten concurrently during every attempt to change their expiry; retry"
+            what,
+            detail: "rewritten concurrently during every attempt to change the expiry; retry"
                 .into(),
         })
     }
@@ -715,14 +789,7 @@ impl Store {
         to: &CacheKey,
         overwrite: bool,
     ) -> Result<EntryMeta> {
-        let plan = WritePlan {
-            condition: if overwrite {
-                WriteCondition::Always
-            } else {
-                WriteCondition::IfAbsent
-            },
-            created_at: None,
-        };
+        let plan = copy_plan(overwrite);
         if from == to {
             return match self.metadata(from).await? {
                 None => Err(Error::not_found(format_args!("entry {from} (copy source)"))),
@@ -730,8 +797,36 @@ impl Store {
                 Some(meta) => Ok(meta),
             };
         }
-        for _ in 0..crate::store::COMMIT_ATTEMPTS {
-            let Some(source) = self.lookup(from).await? else {
+        let source = self.lookup(from).await?;
+        self.copy_loop(from, source, to, plan).await
+    }
+
+    /// [`copy_entry`](Self::copy_entry) from an entry the caller has looked up already (for
+    /// example after checking that it is live): the first attempt does not read it again.
+    /// `source.meta.key` must differ from `to`.
+    pub async fn copy_entry_as_read(
+        &self,
+        source: StoredEntry,
+        to: &CacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        let from = source.meta.key.clone();
+        self.copy_loop(&from, Some(source), to, copy_plan(overwrite))
+            .await
+    }
+
+    async fn copy_loop(
+        &self,
+        from: &CacheKey,
+        mut source: Option<StoredEntry>,
+        to: &CacheKey,
+        plan: WritePlan,
+    ) -> Result<EntryMeta> {
+        for attempt in 0..crate::store::COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                source = self.lookup(from).await?;
+            }
+            let Some(source) = source.take() else {
                 return Err(Error::not_found(format_args!("entry {from} (copy source)")));
             };
             let now = self.now();
@@ -755,11 +850,7 @@ impl Store {
             };
             match self.put_record(record, plan).await {
                 Ok(replaced) => {
-                    if let Some(old) = replaced {
-                        let mut freed = Vec::new();
-                        push_freed(&mut freed, &old, &meta);
-                        self.reclaim(&freed).await;
-                    }
+                    self.reclaim_replaced(replaced, &meta).await;
                     tracing::debug!(from = %from, to = %to, "copy");
                     return Ok(meta);
                 }
@@ -801,8 +892,34 @@ impl Store {
         to: &CacheKey,
         overwrite: bool,
     ) -> Result<EntryMeta> {
-        for _ in 0..MOVE_ATTEMPTS {
-            let Some(mut meta) = self.metadata(from).await? else {
+        let source = self.metadata(from).await?;
+        self.move_loop(from, source, to, overwrite).await
+    }
+
+    /// [`move_entry`](Self::move_entry) from an entry the caller has read already (for example
+    /// after checking that it is live): the first attempt does not read it again.
+    pub async fn move_entry_as_read(
+        &self,
+        source: EntryMeta,
+        to: &CacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        let from = source.key.clone();
+        self.move_loop(&from, Some(source), to, overwrite).await
+    }
+
+    async fn move_loop(
+        &self,
+        from: &CacheKey,
+        mut source: Option<EntryMeta>,
+        to: &CacheKey,
+        overwrite: bool,
+    ) -> Result<EntryMeta> {
+        for attempt in 0..MOVE_ATTEMPTS {
+            if attempt > 0 {
+                source = self.metadata(from).await?;
+            }
+            let Some(mut meta) = source.take() else {
                 return Err(Error::not_found(format_args!("entry {from} (move source)")));
             };
             if from == to {
@@ -826,11 +943,7 @@ impl Store {
                 .await?
             {
                 MoveOutcome::Moved { replaced } => {
-                    if let Some(old) = replaced {
-                        let mut freed = Vec::new();
-                        push_freed(&mut freed, &old, &meta);
-                        self.reclaim(&freed).await;
-                    }
+                    self.reclaim_replaced(replaced, &meta).await;
                     tracing::debug!(from = %from, to = %to, "move");
                     return Ok(meta);
                 }
@@ -849,6 +962,29 @@ impl Store {
             what: format!("entry {from}"),
             detail: "rewritten concurrently during every attempt to move it; retry".into(),
         })
+    }
+
+    /// Reclaims the blob of an entry a write replaced, unless the new entry uses it too.
+    async fn reclaim_replaced(&self, replaced: Option<EntryMeta>, new: &EntryMeta) {
+        if let Some(old) = replaced {
+            let mut freed = Vec::new();
+            push_freed(&mut freed, &old, new);
+            if !freed.is_empty() {
+                self.reclaim(&freed).await;
+            }
+        }
+    }
+}
+
+/// The plan of a copy: onto an absent key unless overwriting.
+fn copy_plan(overwrite: bool) -> WritePlan {
+    WritePlan {
+        condition: if overwrite {
+            WriteCondition::Always
+        } else {
+            WriteCondition::IfAbsent
+        },
+        created_at: None,
     }
 }
 

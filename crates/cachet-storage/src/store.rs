@@ -804,35 +804,8 @@ impl Store {
     /// while the entry still carries the signature that was read, and a concurrent rewrite makes
     /// this read and sign again (so a race never leaves an entry that fails verification).
     pub async fn set_expiry(&self, key: &CacheKey, expires_at: Option<Timestamp>) -> Result<bool> {
-        for _ in 0..COMMIT_ATTEMPTS {
-            let Some(mut meta) = self.metadata(key).await? else {
-                return Ok(false);
-            };
-            let expected = meta.signature.clone();
-            meta.expires_at = expires_at;
-            meta.updated_at = self.now().max(meta.updated_at);
-            let signature = self
-                .inner
-                .config
-                .signing_key
-                .as_ref()
-                .map(|k| k.sign(&meta));
-            let guard = expected.as_deref().filter(|_| signature.is_some());
-            if self
-                .inner
-                .meta
-                .update_expiry(key, guard, expires_at, meta.updated_at, signature)
-                .await?
-            {
-                return Ok(true);
-            }
-            // The entry was rewritten or deleted since it was read: look again.
-        }
-        Err(Error::Conflict {
-            what: format!("entry {key}"),
-            detail: "rewritten concurrently during every attempt to change its expiry; retry"
-                .into(),
-        })
+        let read = self.metadata(key).await?.map(|meta| (meta, expires_at));
+        Ok(self.set_expiry_as_read(vec![read]).await?[0])
     }
 
     /// Index totals.

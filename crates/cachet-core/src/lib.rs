@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod entry;
 pub mod error;
+pub mod eviction;
 pub mod filter;
 pub mod key;
 pub mod memory;
@@ -39,6 +40,7 @@ pub use entry::{
     ListQuery, Location,
 };
 pub use error::{BoxError, Error, Result};
+pub use eviction::{EvictionBatch, EvictionOrder, IndexUsage, PINNED_TAG};
 pub use filter::{Comparison, EntryFilter, FieldCondition, FieldValue};
 pub use key::{CacheKey, KEY_FORMAT_VERSION};
 pub use metadata::{

@@ -14,6 +14,7 @@ use crate::capabilities::{BlobCapabilities, MetadataCapabilities};
 use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery, Location};
 use crate::error::{Error, Result};
+use crate::eviction::{EvictionBatch, IndexUsage};
 use crate::filter::EntryFilter;
 use crate::key::CacheKey;
 use crate::metadata::{
@@ -271,6 +272,39 @@ impl MetadataBackend for MemoryMetadata {
             }
         }
         Ok(ids.iter().map(|id| counts[id]).collect())
+    }
+
+    async fn usage(&self, namespace: Option<&str>) -> Result<IndexUsage> {
+        let index = lock(&self.inner);
+        let mut usage = IndexUsage::default();
+        let mut blobs: HashSet<&BlobId> = HashSet::new();
+        for record in index.entries.values() {
+            if namespace.is_some_and(|ns| record.meta.key.namespace() != ns) {
+                continue;
+            }
+            usage.entries += 1;
+            match record.meta.location.blob_id() {
+                None => usage.bytes = usage.bytes.saturating_add(record.meta.stored_size),
+                Some(id) => {
+                    if blobs.insert(id) {
+                        let size = index.blobs.get(id).map_or(0, |reg| reg.size);
+                        usage.bytes = usage.bytes.saturating_add(size);
+                    }
+                }
+            }
+        }
+        Ok(usage)
+    }
+
+    async fn evict(&self, batch: &EvictionBatch) -> Result<Vec<EntryMeta>> {
+        let mut index = lock(&self.inner);
+        let chosen = batch.select(index.entries.values().map(|r| &r.meta))?;
+        let keys: Vec<&CacheKey> = index.entries.keys().collect();
+        let victims: Vec<CacheKey> = chosen.iter().map(|&i| keys[i].clone()).collect();
+        Ok(victims
+            .iter()
+            .filter_map(|k| index.entries.remove(k).map(|r| r.meta))
+            .collect())
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<Option<EntryMeta>> {

@@ -6,6 +6,7 @@ use crate::capabilities::MetadataCapabilities;
 use crate::clock::Timestamp;
 use crate::entry::{AccessRecord, BlobId, EntryMeta, EntryRecord, IndexStats, ListQuery};
 use crate::error::Result;
+use crate::eviction::{EvictionBatch, IndexUsage};
 use crate::filter::EntryFilter;
 use crate::key::CacheKey;
 
@@ -322,6 +323,32 @@ pub trait MetadataBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Returns one count per id, in order; an id no entry references counts 0.
     async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>>;
+
+    /// How much room the entries (of one namespace, or all) take, for eviction.
+    ///
+    /// # Behavior
+    /// - `entries` counts the entries (expired ones included); `bytes` adds the stored size
+    ///   of each inline value and the registered size of each blob they reference, **once
+    ///   per blob** however many entries share it.
+    /// - With a namespace, only that namespace's entries and the blobs they reference count
+    ///   (a blob shared across namespaces counts in each).
+    async fn usage(&self, namespace: Option<&str>) -> Result<IndexUsage>;
+
+    /// Picks and deletes one batch of eviction victims in one atomic step.
+    ///
+    /// # Behavior
+    /// - Candidates are the entries of `batch.namespace` (all when `None`) with
+    ///   `updated_at < written_before`, `accessed_at < accessed_before` (when set), and
+    ///   without the [`PINNED_TAG`](crate::PINNED_TAG) tag.
+    /// - They are taken in `batch.order`, ties broken by older `accessed_at`, then by key;
+    ///   under [`LeastFrequentlyUsed`](crate::EvictionOrder::LeastFrequentlyUsed) the rank is
+    ///   exactly [`EvictionOrder::aged_count`](crate::EvictionOrder::aged_count).
+    /// - At most `max_entries` are taken, and none after the taken entries' stored sizes reach
+    ///   `max_bytes` (the entry that crosses it is taken).
+    /// - The choice and the delete are one atomic step: an entry rewritten or read meanwhile
+    ///   is judged on its new row. Returns the deleted entries' metadata, in order.
+    /// - Does not delete blobs (see [`delete`](Self::delete)).
+    async fn evict(&self, batch: &EvictionBatch) -> Result<Vec<EntryMeta>>;
 
     /// Tries to take the lock of one key, for computing its value once across every user of
     /// the index (stampede protection beyond one process).

@@ -16,8 +16,9 @@ use sqlx::{Connection, PgConnection, Row};
 
 use cachet_core::{
     AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta,
-    EntryRecord, Error, ExpiryUpdate, IndexStats, KeyLock, ListQuery, Location, MetadataBackend,
-    MetadataCapabilities, MoveOutcome, PutOutcome, Result, Timestamp, WriteCondition,
+    EntryRecord, Error, EvictionBatch, ExpiryUpdate, IndexStats, IndexUsage, KeyLock, ListQuery,
+    Location, MetadataBackend, MetadataCapabilities, MoveOutcome, PINNED_TAG, PutOutcome, Result,
+    Timestamp, WriteCondition,
 };
 
 use crate::config::PostgresConfig;
@@ -149,6 +150,18 @@ const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw, e.stored, b.n, b.bytes F
       COALESCE(sum(raw_size), 0)::text AS raw, COALESCE(sum(stored_size), 0)::text AS stored \
       FROM entries) AS e, \
      (SELECT count(*) AS n, COALESCE(sum(size), 0)::text AS bytes FROM blobs) AS b";
+/// `usage`: entries, inline stored bytes, and the bytes of the distinct blobs the entries
+/// reference (`IN` visits each blob once however many entries share it).
+const USAGE_SQL: &str = "SELECT count(*), \
+     COALESCE(sum(stored_size) FILTER (WHERE blob_id IS NULL), 0)::text, \
+     (SELECT COALESCE(sum(size), 0)::text FROM blobs WHERE id IN \
+      (SELECT blob_id FROM entries WHERE blob_id IS NOT NULL)) FROM entries";
+/// `usage` of one namespace (`$1`).
+const USAGE_OF_NAMESPACE_SQL: &str = "SELECT count(*), \
+     COALESCE(sum(stored_size) FILTER (WHERE blob_id IS NULL), 0)::text, \
+     (SELECT COALESCE(sum(size), 0)::text FROM blobs WHERE id IN \
+      (SELECT blob_id FROM entries WHERE namespace = $1 AND blob_id IS NOT NULL)) \
+     FROM entries WHERE namespace = $1";
 /// Registers, re-reserves, or takes over a stale claim, atomically; no row back means the
 /// blob is claimed by a live collector.
 const RESERVE_SQL: &str = "INSERT INTO blobs AS b (id, size, lease_until, claimed_at) \
@@ -697,6 +710,57 @@ fn delete_matching_sql(filter: &EntryFilter, limit: usize) -> Result<Sql> {
     Ok(sql)
 }
 
+/// The `evict` statement: the candidates ranked and locked (`SKIP LOCKED`: a row a writer
+/// holds is judged next time), cut where the running total of their stored sizes, before each
+/// row, reaches `max_bytes`, then deleted with their rows returned.
+fn evict_sql(batch: &EvictionBatch) -> Result<Sql> {
+    let half_life = batch.order.half_life_ms()?;
+    let mut sql = Sql::new("");
+    sql.push("WITH ranked AS MATERIALIZED (SELECT namespace, id, stored_size, accessed_at, ");
+    match half_life {
+        None => sql.push("0"),
+        Some(half_life) => {
+            sql.push_arg(
+                "(access_count >> LEAST(63, GREATEST(0, (",
+                Arg::Int(batch.now.0),
+                "",
+            );
+            sql.push_arg(" - accessed_at) / ", Arg::Int(half_life), "))::int)");
+        }
+    }
+    sql.push_arg(
+        " AS r FROM entries WHERE updated_at < ",
+        Arg::Int(batch.written_before.0),
+        "",
+    );
+    sql.push_arg(
+        " AND NOT (tags @> ARRAY[",
+        Arg::Text(PINNED_TAG.to_owned()),
+        "::text])",
+    );
+    if let Some(namespace) = &batch.namespace {
+        sql.push_arg(" AND namespace = ", Arg::Text(namespace.clone()), "");
+    }
+    if let Some(before) = batch.accessed_before {
+        sql.push_arg(" AND accessed_at < ", Arg::Int(before.0), "");
+    }
+    sql.push_arg(
+        " ORDER BY r, accessed_at, namespace, id LIMIT ",
+        Arg::Int(limit_param(batch.max_entries)),
+        " FOR UPDATE SKIP LOCKED), \
+         chosen AS (SELECT namespace, id FROM (SELECT namespace, id, \
+          sum(stored_size) OVER (ORDER BY r, accessed_at, namespace, id \
+          ROWS UNBOUNDED PRECEDING) - stored_size AS before FROM ranked) AS w WHERE before < ",
+    );
+    sql.push_arg(
+        "",
+        Arg::Int(i64::try_from(batch.max_bytes).unwrap_or(i64::MAX)),
+        ") DELETE FROM entries WHERE (namespace, id) IN (SELECT namespace, id FROM chosen)",
+    );
+    sql.push(concat!(" RETURNING namespace, id, ", meta_columns!()));
+    Ok(sql)
+}
+
 /// `sum(...)::text` of a stats query as `u64` (saturating; negative means corrupt sizes).
 fn parse_sum(text: &str, what: &str, server: &str) -> Result<u64> {
     if text.starts_with('-') {
@@ -958,6 +1022,27 @@ impl Inner {
             blobs: blobs.max(0) as u64,
             blob_bytes: parse_sum(&blob_bytes, "blob size", &self.server)?,
         })
+    }
+
+    async fn usage_once(&self, namespace: Option<&str>) -> Result<IndexUsage, Fail> {
+        let row = match namespace {
+            Some(ns) => {
+                sqlx::query(USAGE_OF_NAMESPACE_SQL)
+                    .bind(ns)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            None => sqlx::query(USAGE_SQL).fetch_one(&self.pool).await?,
+        };
+        let entries: i64 = row.try_get(0)?;
+        let inline: String = row.try_get(1)?;
+        let blobs: String = row.try_get(2)?;
+        let inline = parse_sum(&inline, "inline size", &self.server)?;
+        let blobs = parse_sum(&blobs, "blob size", &self.server)?;
+        Ok(IndexUsage::new(
+            entries.max(0) as u64,
+            inline.saturating_add(blobs),
+        ))
     }
 
     async fn reserve_blob_once(
@@ -1705,6 +1790,24 @@ impl MetadataBackend for PostgresMetadata {
             format_args!("move {from} to {to_key}"),
             inner.move_once(from, &to_key, &row, overwrite)
         )
+    }
+
+    async fn usage(&self, namespace: Option<&str>) -> Result<IndexUsage> {
+        let inner = &*self.inner;
+        retrying!(inner, "compute usage", inner.usage_once(namespace))
+    }
+
+    /// One statement: candidates ranked and locked (`FOR UPDATE SKIP LOCKED`), cut by a
+    /// running sum, deleted.
+    async fn evict(&self, batch: &EvictionBatch) -> Result<Vec<EntryMeta>> {
+        let sql = evict_sql(batch)?;
+        if batch.max_entries == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        let mut removed = retrying!(inner, "evict entries", inner.delete_matching_once(&sql))?;
+        batch.sort_victims(&mut removed)?;
+        Ok(removed)
     }
 
     async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {

@@ -17,8 +17,9 @@ use rusqlite::{
 
 use cachet_core::{
     AccessRecord, BlobId, CacheKey, Compression, ContentDigest, DataType, EntryFilter, EntryMeta,
-    EntryRecord, Error, ExpiryUpdate, IndexStats, KeyLock, ListQuery, Location, MetadataBackend,
-    MetadataCapabilities, MoveOutcome, PutOutcome, Result, Timestamp, WriteCondition,
+    EntryRecord, Error, EvictionBatch, ExpiryUpdate, IndexStats, IndexUsage, KeyLock, ListQuery,
+    Location, MetadataBackend, MetadataCapabilities, MoveOutcome, PINNED_TAG, PutOutcome, Result,
+    Timestamp, WriteCondition,
 };
 
 use crate::config::SqliteConfig;
@@ -87,6 +88,21 @@ const STATS_SQL: &str = "SELECT e.n, e.inline_n, e.raw_hi, e.raw_lo, e.stored_hi
       sum(stored_size >> 32) AS stored_hi, sum(stored_size & 4294967295) AS stored_lo \
       FROM entries) AS e, \
      (SELECT count(*) AS n, sum(size >> 32) AS hi, sum(size & 4294967295) AS lo FROM blobs) AS b";
+/// `usage`: entries, inline stored bytes (hi/lo halves), and the bytes of the distinct blobs
+/// the entries reference (hi/lo halves; `IN` visits each blob once however many entries share
+/// it).
+const USAGE_SQL: &str = "SELECT e.n, e.hi, e.lo, b.hi, b.lo FROM \
+     (SELECT count(*) AS n, sum(CASE WHEN blob_id IS NULL THEN stored_size >> 32 END) AS hi, \
+      sum(CASE WHEN blob_id IS NULL THEN stored_size & 4294967295 END) AS lo FROM entries) AS e, \
+     (SELECT sum(size >> 32) AS hi, sum(size & 4294967295) AS lo FROM blobs \
+      WHERE id IN (SELECT blob_id FROM entries WHERE blob_id IS NOT NULL)) AS b";
+/// `usage` of one namespace (`?1`): as [`USAGE_SQL`], over the primary key's namespace range.
+const USAGE_OF_NAMESPACE_SQL: &str = "SELECT e.n, e.hi, e.lo, b.hi, b.lo FROM \
+     (SELECT count(*) AS n, sum(CASE WHEN blob_id IS NULL THEN stored_size >> 32 END) AS hi, \
+      sum(CASE WHEN blob_id IS NULL THEN stored_size & 4294967295 END) AS lo FROM entries \
+      WHERE namespace = ?1) AS e, \
+     (SELECT sum(size >> 32) AS hi, sum(size & 4294967295) AS lo FROM blobs \
+      WHERE id IN (SELECT blob_id FROM entries WHERE namespace = ?1 AND blob_id IS NOT NULL)) AS b";
 const BLOB_CLAIM_SQL: &str = "SELECT claimed_at FROM blobs WHERE id = ?1";
 const BLOB_INSERT_SQL: &str =
     "INSERT INTO blobs (id, size, lease_until, claimed_at) VALUES (?1, ?2, ?3, NULL)";
@@ -1135,6 +1151,73 @@ impl Inner {
         Ok(changed > 0)
     }
 
+    /// A size sum computed as its high and low 32-bit halves (so SQLite's 64-bit `sum` cannot
+    /// overflow), as `u64` (saturating); a negative sum means a corrupt size column.
+    fn size_sum(&self, what: &str, hi: Option<i64>, lo: Option<i64>) -> Result<u64> {
+        let sum = (i128::from(hi.unwrap_or(0)) << 32) + i128::from(lo.unwrap_or(0));
+        if sum < 0 {
+            return Err(Error::corrupt(
+                format!("SQLite index {}", self.path),
+                format!("the {what} sum is negative: a size column holds a negative value"),
+            ));
+        }
+        Ok(u64::try_from(sum).unwrap_or(u64::MAX))
+    }
+
+    fn usage(&self, namespace: Option<&str>) -> Result<IndexUsage> {
+        let conn = self.reader();
+        let sql = if namespace.is_some() {
+            USAGE_OF_NAMESPACE_SQL
+        } else {
+            USAGE_SQL
+        };
+        let (entries, inline_hi, inline_lo, blob_hi, blob_lo): (
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                let row = |r: &rusqlite::Row<'_>| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                };
+                match namespace {
+                    Some(ns) => stmt.query_row([ns], row),
+                    None => stmt.query_row([], row),
+                }
+            })
+            .map_err(self.fail("compute usage"))?;
+        let inline = self.size_sum("inline size", inline_hi, inline_lo)?;
+        let blobs = self.size_sum("blob size", blob_hi, blob_lo)?;
+        Ok(IndexUsage::new(
+            entries.max(0) as u64,
+            inline.saturating_add(blobs),
+        ))
+    }
+
+    fn evict(&self, batch: &EvictionBatch) -> Result<Vec<EntryMeta>> {
+        let (sql, args) = evict_sql(batch)?;
+        if batch.max_entries == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer();
+        let tx = self.begin(&mut conn, "evict entries")?;
+        let mut removed = {
+            let mut stmt = tx
+                .prepare_cached(&sql)
+                .map_err(self.fail("prepare evict"))?;
+            let rows = stmt
+                .query(params_from_iter(args))
+                .map_err(self.fail("evict entries"))?;
+            self.removed_rows(rows, "evict entries")?
+        };
+        tx.commit().map_err(self.fail("commit evict"))?;
+        batch.sort_victims(&mut removed)?;
+        Ok(removed)
+    }
+
     fn stats(&self) -> Result<IndexStats> {
         let conn = self.reader();
         type Sums = (
@@ -1167,16 +1250,7 @@ impl Inner {
             })
             .map_err(self.fail("compute stats"))?;
         let (entries, inline, raw_hi, raw_lo, stored_hi, stored_lo, blobs, blob_hi, blob_lo) = sums;
-        let total = |what: &str, hi: Option<i64>, lo: Option<i64>| -> Result<u64> {
-            let sum = (i128::from(hi.unwrap_or(0)) << 32) + i128::from(lo.unwrap_or(0));
-            if sum < 0 {
-                return Err(Error::corrupt(
-                    format!("SQLite index {}", self.path),
-                    format!("the {what} sum is negative: a size column holds a negative value"),
-                ));
-            }
-            Ok(u64::try_from(sum).unwrap_or(u64::MAX))
-        };
+        let total = |what, hi, lo| self.size_sum(what, hi, lo);
         Ok(IndexStats {
             entries: entries.max(0) as u64,
             inline_entries: inline.max(0) as u64,
@@ -1448,6 +1522,15 @@ impl MetadataBackend for SqliteMetadata {
     /// params or user metadata are not valid JSON matches no condition on them.
     async fn delete_matching(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
         self.inner.delete_matching(filter, limit)
+    }
+
+    async fn usage(&self, namespace: Option<&str>) -> Result<IndexUsage> {
+        self.inner.usage(namespace)
+    }
+
+    /// One `DELETE ... RETURNING` ranking, cutting and deleting in one statement.
+    async fn evict(&self, batch: &EvictionBatch) -> Result<Vec<EntryMeta>> {
+        self.inner.evict(batch)
     }
 
     async fn update_expiry_many(&self, updates: &[ExpiryUpdate]) -> Result<Vec<bool>> {
@@ -1919,6 +2002,63 @@ fn list_sql(query: &ListQuery) -> Result<(String, Vec<Value>)> {
     Ok((sql, args))
 }
 
+/// The `evict` statement and its arguments: one `DELETE ... RETURNING` of the rows the
+/// innermost query ranks first (at most `max_entries`), cut where the running total of their
+/// stored sizes, before each row, reaches `max_bytes` (a window over the few ranked rows).
+///
+/// LRU orders by `accessed_at` first so SQLite walks `entries_accessed_at` and sorts only the
+/// ties; LFU's aged count is computed per row (a scan with a top-N sort). A row is pinned when
+/// its tags hold [`PINNED_TAG`]; `instr` rules out most rows before `json_each` is consulted.
+fn evict_sql(batch: &EvictionBatch) -> Result<(String, Vec<Value>)> {
+    let half_life = batch.order.half_life_ms()?;
+    let mut args = vec![Value::Integer(batch.written_before.0)];
+    let mut where_ = String::from(
+        "updated_at < ? AND (instr(tags, ?) = 0 OR NOT EXISTS \
+         (SELECT 1 FROM json_each(entries.tags) WHERE json_each.value = ?))",
+    );
+    args.push(Value::Text(PINNED_TAG.to_owned()));
+    args.push(Value::Text(PINNED_TAG.to_owned()));
+    if let Some(namespace) = &batch.namespace {
+        where_.push_str(" AND namespace = ?");
+        args.push(Value::Text(namespace.clone()));
+    }
+    if let Some(before) = batch.accessed_before {
+        where_.push_str(" AND accessed_at < ?");
+        args.push(Value::Integer(before.0));
+    }
+    let (rank, rank_args) = match half_life {
+        None => ("0".to_owned(), Vec::new()),
+        Some(half_life) => (
+            "(access_count >> min(63, max(0, (? - accessed_at) / ?)))".to_owned(),
+            vec![Value::Integer(batch.now.0), Value::Integer(half_life)],
+        ),
+    };
+    // Without statistics the planner prefers a scan and a full sort, which reads every row
+    // to evict a few: LRU forces the access-time index (walked in order; only ties are sorted).
+    let (order, hint) = if half_life.is_some() {
+        ("r, accessed_at, namespace, id", "")
+    } else {
+        ("accessed_at, namespace, id", "INDEXED BY entries_accessed_at ")
+    };
+    // The rank's placeholders come first: it is in the select list, before the WHERE.
+    let mut all_args = rank_args;
+    all_args.extend(args);
+    all_args.push(Value::Integer(
+        i64::try_from(batch.max_entries).unwrap_or(i64::MAX),
+    ));
+    all_args.push(Value::Real(batch.max_bytes as f64));
+    let sql = format!(
+        "DELETE FROM entries WHERE rowid IN (SELECT rid FROM \
+         (SELECT rid, total(stored_size) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) \
+          - stored_size AS before FROM \
+          (SELECT rowid AS rid, stored_size, {rank} AS r, accessed_at, namespace, id \
+           FROM entries {hint}WHERE {where_} ORDER BY {order} LIMIT ?)) \
+         WHERE before < ?) RETURNING namespace, id, {}",
+        meta_columns!()
+    );
+    Ok((sql, all_args))
+}
+
 /// The `delete_matching` statement and its arguments: one `DELETE ... RETURNING` of at most
 /// `limit` rows picked by the filter (by rowid, like [`DELETE_EXPIRED_SQL`]).
 fn delete_matching_sql(filter: &EntryFilter, limit: usize) -> Result<(String, Vec<Value>)> {
@@ -1952,6 +2092,18 @@ mod tests {
 
     fn text(s: &str) -> Value {
         Value::Text(s.to_owned())
+    }
+
+    #[test]
+    fn lru_eviction_walks_the_access_time_index() {
+        let batch = cachet_core::EvictionBatch::new(
+            cachet_core::EvictionOrder::LeastRecentlyUsed,
+            Timestamp(1_000),
+            100,
+        );
+        let (sql, args) = evict_sql(&batch).unwrap();
+        let plan = plan(&sql, args);
+        assert!(plan.contains("entries_accessed_at"), "{plan}");
     }
 
     #[test]

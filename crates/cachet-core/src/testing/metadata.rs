@@ -32,6 +32,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use serde_json::json;
 
+use super::eviction::*;
 use super::management::*;
 use crate::clock::Timestamp;
 use crate::entry::{
@@ -2202,6 +2203,18 @@ where
         move_entry_keeps_its_blob_referenced,
         concurrent_move_and_delete_leave_one_entry_or_none,
         count_blob_references_counts_entries_per_blob,
+        usage_counts_inline_values_and_each_blob_once,
+        evict_lru_takes_the_least_recently_read_first,
+        evict_lfu_ages_counts_by_half_life,
+        evict_breaks_ties_by_last_read_then_key,
+        evict_never_takes_entries_written_at_or_after_the_cutoff,
+        evict_never_takes_pinned_entries,
+        evict_stays_in_its_namespace,
+        evict_by_idle_time_takes_only_entries_unread_since,
+        evict_stops_at_the_byte_budget_and_entry_limit,
+        evict_judges_reads_recorded_since_the_entries_were_written,
+        evict_refuses_a_zero_half_life,
+        evict_agrees_with_the_reference_on_a_mixed_corpus,
     );
     assert!(
         failures.is_empty(),

@@ -8,6 +8,7 @@
 //! }
 //! ```
 pub mod blob;
+pub mod eviction;
 pub mod management;
 pub mod metadata;
 

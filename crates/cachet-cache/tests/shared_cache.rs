@@ -605,6 +605,17 @@ impl cachet_core::MetadataBackend for CountingIndex {
         self.count();
         self.0.count_blob_references(ids).await
     }
+    async fn usage(&self, namespace: Option<&str>) -> cachet_core::Result<cachet_core::IndexUsage> {
+        self.count();
+        self.0.usage(namespace).await
+    }
+    async fn evict(
+        &self,
+        batch: &cachet_core::EvictionBatch,
+    ) -> cachet_core::Result<Vec<cachet_core::EntryMeta>> {
+        self.count();
+        self.0.evict(batch).await
+    }
 }
 
 #[async_trait::async_trait]

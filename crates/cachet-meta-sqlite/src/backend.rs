@@ -2038,7 +2038,10 @@ fn evict_sql(batch: &EvictionBatch) -> Result<(String, Vec<Value>)> {
     let (order, hint) = if half_life.is_some() {
         ("r, accessed_at, namespace, id", "")
     } else {
-        ("accessed_at, namespace, id", "INDEXED BY entries_accessed_at ")
+        (
+            "accessed_at, namespace, id",
+            "INDEXED BY entries_accessed_at ",
+        )
     };
     // The rank's placeholders come first: it is in the select list, before the WHERE.
     let mut all_args = rank_args;

@@ -315,6 +315,12 @@ impl MetadataBackend for DiesBeforeCommit {
     async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
         self.0.count_blob_references(ids).await
     }
+    async fn usage(&self, namespace: Option<&str>) -> Result<cachet_core::IndexUsage> {
+        self.0.usage(namespace).await
+    }
+    async fn evict(&self, batch: &cachet_core::EvictionBatch) -> Result<Vec<EntryMeta>> {
+        self.0.evict(batch).await
+    }
 }
 
 fn spawn_worker(role: &str, dir: &Path, extra: &[(&str, String)]) -> std::process::Child {

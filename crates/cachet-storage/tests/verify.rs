@@ -836,6 +836,12 @@ impl MetadataBackend for CountingIndex {
     async fn count_blob_references(&self, ids: &[BlobId]) -> Result<Vec<u64>> {
         self.inner.count_blob_references(ids).await
     }
+    async fn usage(&self, namespace: Option<&str>) -> Result<cachet_core::IndexUsage> {
+        self.inner.usage(namespace).await
+    }
+    async fn evict(&self, batch: &cachet_core::EvictionBatch) -> Result<Vec<EntryMeta>> {
+        self.inner.evict(batch).await
+    }
     async fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Box<dyn KeyLock>>> {
         self.inner.try_lock_key(key).await
     }

@@ -99,9 +99,9 @@ pub use cachet_cache::{
 };
 pub use cachet_core::{
     BlobBackend, BlobCapabilities, BlobId, BoxError, CacheKey, Clock, Comparison, Compression,
-    ContentDigest, DataType, EntryFilter, EntryMeta, Error, FieldCondition, FieldValue, IndexStats,
-    ListQuery, Location, ManualClock, MetadataBackend, MetadataCapabilities, ParamValue, Params,
-    Result, SystemClock, Timestamp, params,
+    ContentDigest, DataType, EntryFilter, EntryMeta, Error, EvictionOrder, FieldCondition,
+    FieldValue, IndexStats, IndexUsage, ListQuery, Location, ManualClock, MetadataBackend,
+    MetadataCapabilities, PINNED_TAG, ParamValue, Params, Result, SystemClock, Timestamp, params,
 };
 pub use cachet_storage::{
     BatchItem, CopyOptions, CopyReport, DeleteReport, ExportOptions, ExportReport, GcReport,

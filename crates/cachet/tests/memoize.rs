@@ -430,6 +430,15 @@ impl MetadataBackend for DownIndex {
     async fn count_blob_references(&self, _: &[BlobId]) -> cachet::Result<Vec<u64>> {
         Err(down())
     }
+    async fn usage(&self, _: Option<&str>) -> cachet::Result<cachet::IndexUsage> {
+        Err(down())
+    }
+    async fn evict(
+        &self,
+        _: &cachet::cachet_core::EvictionBatch,
+    ) -> cachet::Result<Vec<EntryMeta>> {
+        Err(down())
+    }
 }
 
 fn down_store() -> cachet::Store {

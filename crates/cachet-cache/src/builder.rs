@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cachet_core::memory::{MemoryBlobs, MemoryMetadata};
-use cachet_core::{BlobBackend, Clock, Compression, Error, MetadataBackend, Result};
+use cachet_core::{BlobBackend, Clock, Compression, EntryMeta, Error, MetadataBackend, Result};
 use cachet_storage::{SigningKey, Store, StoreConfig};
 
 use crate::cache::Cache;
+use crate::eviction::{EvictionListener, EvictionPolicy, EvictionReason, Evictor};
 
 /// The index file of a cache directory (see [`Cache::open`]).
 pub const INDEX_FILE: &str = "index.sqlite";
@@ -76,6 +77,8 @@ pub struct CacheBuilder {
     /// A `memory_tier_str` that did not parse (reported by `build`).
     invalid_memory_tier: Option<String>,
     memory_tier_ttl: Duration,
+    eviction: Option<EvictionPolicy>,
+    eviction_listener: Option<EvictionListener>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -110,6 +113,8 @@ impl std::fmt::Debug for CacheBuilder {
             .field("namespace", &self.namespace)
             .field("memory_tier", &self.memory_tier)
             .field("memory_tier_ttl", &self.memory_tier_ttl)
+            .field("eviction", &self.eviction)
+            .field("eviction_listener", &self.eviction_listener.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +145,8 @@ impl CacheBuilder {
             memory_tier: None,
             invalid_memory_tier: None,
             memory_tier_ttl: crate::memory::DEFAULT_MEMORY_TTL,
+            eviction: None,
+            eviction_listener: None,
         }
     }
 
@@ -259,6 +266,24 @@ impl CacheBuilder {
         self
     }
 
+    /// Evicts entries by this policy: quotas on bytes and entries (global and per namespace),
+    /// LRU or LFU order, time-to-idle, expired entries (see [`EvictionPolicy`]). A background
+    /// task runs it off the put path; [`Cache::run_eviction`] runs it at once.
+    pub fn eviction(mut self, policy: EvictionPolicy) -> Self {
+        self.eviction = Some(policy);
+        self
+    }
+
+    /// Called once per entry an eviction run removes, with its metadata and the reason.
+    /// Needs [`eviction`](Self::eviction).
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(&EntryMeta, EvictionReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.eviction_listener = Some(Arc::new(listener));
+        self
+    }
+
     /// The compression of new entries (default LZ4).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = Some(compression);
@@ -360,6 +385,17 @@ impl CacheBuilder {
                  for entries that never expire",
             ));
         }
+        if let Some(policy) = &self.eviction {
+            policy.validate()?;
+        } else if self.eviction_listener.is_some() {
+            return Err(Error::config(
+                "eviction_listener",
+                "set an eviction policy too (CacheBuilder::eviction): without one nothing is evicted",
+            ));
+        }
+        let evictor = self
+            .eviction
+            .map(|policy| Evictor::new(policy, self.eviction_listener));
         let index = plan_index(self.index, self.directory.as_deref())?;
         let blobs = plan_blobs(self.blobs, self.directory.as_deref())?;
         let signing_key = match self.signing_key {
@@ -414,6 +450,7 @@ impl CacheBuilder {
             self.strict_integrity,
             Arc::from(self.namespace.as_str()),
             memory,
+            evictor,
         ))
     }
 }

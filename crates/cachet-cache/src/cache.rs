@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::builder::CacheBuilder;
+use crate::eviction::Evictor;
 use crate::flight::{Flights, Outcome};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::memory::{Forget, MemoryTier};
@@ -62,6 +63,15 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     flights: Flights,
     pub(crate) memory: Option<MemoryTier>,
+    pub(crate) evictor: Option<Arc<Evictor>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(evictor) = &self.evictor {
+            evictor.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -72,6 +82,7 @@ impl std::fmt::Debug for Cache {
             .field("default_ttl", &self.shared.default_ttl)
             .field("strict_integrity", &self.shared.strict_integrity)
             .field("memory", &self.shared.memory)
+            .field("eviction", &self.shared.evictor.as_ref().map(|e| &e.policy))
             .finish()
     }
 }
@@ -133,7 +144,7 @@ impl Cache {
     /// A cache over an existing store, with no default TTL, lenient integrity and the default
     /// namespace.
     pub fn from_store(store: Store) -> Cache {
-        Cache::from_parts(store, None, false, Arc::from(""), None)
+        Cache::from_parts(store, None, false, Arc::from(""), None, None)
     }
 
     /// A cache over custom backends. No capability check is made (see
@@ -152,18 +163,19 @@ impl Cache {
         strict_integrity: bool,
         namespace: Arc<str>,
         memory: Option<MemoryTier>,
+        evictor: Option<Evictor>,
     ) -> Cache {
-        Cache {
-            shared: Arc::new(Shared {
-                store,
-                default_ttl,
-                strict_integrity,
-                counters: Counters::default(),
-                flights: Flights::default(),
-                memory,
-            }),
-            namespace,
-        }
+        let shared = Arc::new(Shared {
+            store,
+            default_ttl,
+            strict_integrity,
+            counters: Counters::default(),
+            flights: Flights::default(),
+            memory,
+            evictor: evictor.map(Arc::new),
+        });
+        crate::eviction::spawn_background(&shared);
+        Cache { shared, namespace }
     }
 
     /// The storage engine underneath (for management operations the cache does not wrap).
@@ -489,6 +501,9 @@ impl Cache {
 
     pub(crate) fn record_insert(&self, meta: &EntryMeta) {
         self.shared.counters.insert(meta.raw_size);
+        if let Some(evictor) = &self.shared.evictor {
+            evictor.note_write(&meta.key, meta.stored_size);
+        }
         tracing::debug!(key = %meta.key, bytes = meta.raw_size, stored = meta.stored_size, "insert");
     }
 

@@ -75,6 +75,7 @@
 pub mod blocking;
 mod builder;
 mod cache;
+mod eviction;
 mod flight;
 mod key;
 mod manage;
@@ -85,6 +86,7 @@ mod writer;
 
 pub use builder::{BLOBS_DIR, CacheBuilder, INDEX_FILE};
 pub use cache::{Cache, CleanupReport, memo_key};
+pub use eviction::{EvictionListener, EvictionPolicy, EvictionReason, EvictionReport};
 pub use key::IntoCacheKey;
 pub use options::{Insert, InsertBytes, InsertFuture, InsertOptions, parse_ttl};
 pub use stats::CacheStats;

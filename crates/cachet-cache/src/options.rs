@@ -137,6 +137,16 @@ impl InsertOptions {
         self
     }
 
+    /// Pins the entry: eviction never removes it (its TTL and explicit invalidation still
+    /// apply). A pin is the tag [`PINNED_TAG`](cachet_core::PINNED_TAG), so pinned entries
+    /// can be listed and unpinned by rewriting them without it.
+    pub fn pinned(self) -> Self {
+        if self.tags.iter().any(|t| t == cachet_core::PINNED_TAG) {
+            return self;
+        }
+        self.with_tag(cachet_core::PINNED_TAG)
+    }
+
     /// Attaches user metadata (a JSON object), stored in the index and shown by the CLI.
     pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = Some(metadata);
@@ -276,6 +286,12 @@ macro_rules! option_setters {
         /// Attaches user metadata (a JSON object).
         pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
             self.options = self.options.with_metadata(metadata);
+            self
+        }
+
+        /// Pins the entry: eviction never removes it (see [`InsertOptions::pinned`]).
+        pub fn pinned(mut self) -> Self {
+            self.options = self.options.pinned();
             self
         }
 

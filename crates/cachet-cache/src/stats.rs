@@ -26,6 +26,10 @@ pub struct CacheStats {
     /// Of the hits, those served by the memory tier (see
     /// [`CacheBuilder::memory_tier`](crate::CacheBuilder::memory_tier)).
     pub memory_hits: u64,
+    /// Entries removed by eviction runs of this cache (expired, idle, or over a limit).
+    pub evictions: u64,
+    /// Bytes those runs freed (inline values and blobs no entry references any more).
+    pub evicted_bytes: u64,
 }
 
 impl CacheStats {
@@ -51,6 +55,8 @@ pub(crate) struct Counters {
     integrity_failures: AtomicU64,
     computations: AtomicU64,
     memory_hits: AtomicU64,
+    evictions: AtomicU64,
+    evicted_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -66,6 +72,11 @@ impl Counters {
     pub(crate) fn insert(&self, bytes: u64) {
         self.inserts.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn evicted(&self, entries: u64, bytes: u64) {
+        self.evictions.fetch_add(entries, Ordering::Relaxed);
+        self.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn memory_hit(&self) {
@@ -90,6 +101,8 @@ impl Counters {
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             computations: self.computations.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),
         }
     }
 }

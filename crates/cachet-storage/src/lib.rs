@@ -39,6 +39,7 @@ mod archive;
 mod config;
 mod copy;
 mod encode;
+mod evict;
 pub mod format;
 mod manage;
 mod reader;
@@ -53,6 +54,7 @@ pub use archive::{
 };
 pub use config::StoreConfig;
 pub use copy::{CopyOptions, CopyReport};
+pub use evict::EvictedBatch;
 pub use manage::{BatchItem, DeleteReport, EntryPages};
 pub use reader::ValueReader;
 pub use signing::{SigningKey, signed_message};

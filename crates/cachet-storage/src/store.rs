@@ -772,22 +772,13 @@ impl Store {
     pub async fn delete_expired(&self, now: Timestamp) -> Result<ExpiredReport> {
         let mut report = ExpiredReport::default();
         loop {
-            let removed = self.inner.meta.delete_expired(now, GC_BATCH).await?;
-            if removed.is_empty() {
+            let batch = self.delete_expired_batch(now, GC_BATCH).await?;
+            if batch.entries.is_empty() {
                 break;
             }
-            report.entries_removed += removed.len() as u64;
-            let mut blobs: Vec<(BlobId, u64)> = removed
-                .iter()
-                .filter_map(|m| Some((m.location.blob_id()?.clone(), m.stored_size)))
-                .collect();
-            blobs.sort();
-            blobs.dedup_by(|a, b| a.0 == b.0);
-            if !blobs.is_empty() {
-                let (count, bytes) = self.reclaim(&blobs).await;
-                report.blobs_deleted += count;
-                report.bytes_freed += bytes;
-            }
+            report.entries_removed += batch.entries.len() as u64;
+            report.blobs_deleted += batch.blobs_deleted;
+            report.bytes_freed += batch.blob_bytes_deleted;
         }
         Ok(report)
     }

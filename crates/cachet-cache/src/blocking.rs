@@ -370,6 +370,11 @@ impl Cache {
         self.run(self.inner.cleanup_expired())
     }
 
+    /// Runs eviction once, now (see [`crate::Cache::run_eviction`]).
+    pub fn run_eviction(&self) -> Result<crate::EvictionReport> {
+        self.run(self.inner.run_eviction())
+    }
+
     /// Garbage collection of unreferenced blobs.
     pub fn gc(&self) -> Result<GcReport> {
         self.run(self.inner.gc())
@@ -816,6 +821,22 @@ impl CacheBuilder {
         fn store_config(config: StoreConfig);
         /// See [`crate::CacheBuilder::allow_local_index_with_remote_blobs`].
         fn allow_local_index_with_remote_blobs(allow: bool);
+        /// See [`crate::CacheBuilder::eviction`].
+        fn eviction(policy: crate::EvictionPolicy);
+        /// See [`crate::CacheBuilder::grace`].
+        fn grace(period: Duration);
+        /// See [`crate::CacheBuilder::grace_str`].
+        fn grace_str(period: &str);
+    }
+
+    /// See [`crate::CacheBuilder::eviction_listener`].
+    pub fn eviction_listener(
+        self,
+        listener: impl Fn(&cachet_core::EntryMeta, crate::EvictionReason) + Send + Sync + 'static,
+    ) -> Self {
+        CacheBuilder {
+            inner: self.inner.eviction_listener(listener),
+        }
     }
 
     /// Validates every option, opens the backends and starts the cache's runtime.

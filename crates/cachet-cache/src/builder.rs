@@ -79,6 +79,10 @@ pub struct CacheBuilder {
     memory_tier_ttl: Duration,
     eviction: Option<EvictionPolicy>,
     eviction_listener: Option<EvictionListener>,
+    grace: Option<Duration>,
+    /// A `grace_str` that did not parse (reported by `build`).
+    invalid_grace: Option<String>,
+    soft_timeout: Duration,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -115,6 +119,8 @@ impl std::fmt::Debug for CacheBuilder {
             .field("memory_tier_ttl", &self.memory_tier_ttl)
             .field("eviction", &self.eviction)
             .field("eviction_listener", &self.eviction_listener.is_some())
+            .field("grace", &self.grace)
+            .field("soft_timeout", &self.soft_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +153,9 @@ impl CacheBuilder {
             memory_tier_ttl: crate::memory::DEFAULT_MEMORY_TTL,
             eviction: None,
             eviction_listener: None,
+            grace: None,
+            invalid_grace: None,
+            soft_timeout: Duration::ZERO,
         }
     }
 
@@ -284,6 +293,34 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps expired entries this much longer (cleanup and eviction leave them) and lets the
+    /// `get_with` family serve them as *stale* values: when a recomputation fails, the stale
+    /// value is returned instead of the error (stale-if-error), and
+    /// [`get_with_refresh`](Cache::get_with_refresh) returns it while refreshing in the
+    /// background (stale-while-revalidate). Plain reads (`get`, `get_bytes`, ...) never return
+    /// an expired value. The stale value is the durable entry: it survives restarts.
+    pub fn grace(mut self, period: Duration) -> Self {
+        self.grace = Some(period);
+        self
+    }
+
+    /// [`grace`](Self::grace) from a human duration (`"1h"`, `"7d"`); a bad string makes
+    /// `build` fail with a `Config` error naming `grace`.
+    pub fn grace_str(mut self, period: &str) -> Self {
+        match crate::options::parse_ttl(period) {
+            Ok(period) => self.grace = Some(period),
+            Err(e) => self.invalid_grace = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// With a stale value at hand, how long [`get_with_refresh`](Cache::get_with_refresh)
+    /// waits for the recomputation before returning the stale value (default zero: at once).
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = timeout;
+        self
+    }
+
     /// The compression of new entries (default LZ4).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = Some(compression);
@@ -385,6 +422,19 @@ impl CacheBuilder {
                  for entries that never expire",
             ));
         }
+        if let Some(reason) = &self.invalid_grace {
+            return Err(Error::config("grace", reason));
+        }
+        if self.grace.is_some_and(|g| g.is_zero()) {
+            return Err(Error::config(
+                "grace",
+                "must be longer than zero; leave it unset to never serve expired values",
+            ));
+        }
+        let grace = crate::cache::Grace {
+            period: self.grace,
+            soft_timeout: self.soft_timeout,
+        };
         if let Some(policy) = &self.eviction {
             policy.validate()?;
         } else if self.eviction_listener.is_some() {
@@ -451,6 +501,7 @@ impl CacheBuilder {
             Arc::from(self.namespace.as_str()),
             memory,
             evictor,
+            grace,
         ))
     }
 }

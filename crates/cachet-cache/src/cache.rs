@@ -64,6 +64,16 @@ pub(crate) struct Shared {
     flights: Flights,
     pub(crate) memory: Option<MemoryTier>,
     pub(crate) evictor: Option<Arc<Evictor>>,
+    pub(crate) grace: Grace,
+}
+
+/// Serving stale values (see [`CacheBuilder::grace`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Grace {
+    /// How long after expiry an entry is kept and may be served when a recomputation fails.
+    pub(crate) period: Option<Duration>,
+    /// With a stale value at hand, how long `get_with_refresh` waits for the recomputation.
+    pub(crate) soft_timeout: Duration,
 }
 
 impl Drop for Shared {
@@ -144,7 +154,15 @@ impl Cache {
     /// A cache over an existing store, with no default TTL, lenient integrity and the default
     /// namespace.
     pub fn from_store(store: Store) -> Cache {
-        Cache::from_parts(store, None, false, Arc::from(""), None, None)
+        Cache::from_parts(
+            store,
+            None,
+            false,
+            Arc::from(""),
+            None,
+            None,
+            Grace::default(),
+        )
     }
 
     /// A cache over custom backends. No capability check is made (see
@@ -164,6 +182,7 @@ impl Cache {
         namespace: Arc<str>,
         memory: Option<MemoryTier>,
         evictor: Option<Evictor>,
+        grace: Grace,
     ) -> Cache {
         let shared = Arc::new(Shared {
             store,
@@ -173,6 +192,7 @@ impl Cache {
             flights: Flights::default(),
             memory,
             evictor: evictor.map(Arc::new),
+            grace,
         });
         crate::eviction::spawn_background(&shared);
         Cache { shared, namespace }
@@ -232,6 +252,16 @@ impl Cache {
         self.shared.store.now()
     }
 
+    /// Entries that expired at or before this are past their grace period (cleanup and
+    /// eviction remove them; without a grace period, every expired entry).
+    pub(crate) fn expired_before(&self) -> Timestamp {
+        let now = self.now();
+        match self.shared.grace.period {
+            Some(grace) => now.minus(grace),
+            None => now,
+        }
+    }
+
     // ---------------------------------------------------------------- integrity policy
 
     /// Applies the integrity policy to an error: an integrity failure becomes a miss (counted
@@ -261,7 +291,10 @@ impl Cache {
 
     /// Reads a live value without counting a hit or miss (a memory hit is counted as such);
     /// returns it with its raw size.
-    async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, u64)>> {
+    pub(crate) async fn read_value<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(T, u64)>> {
         let Some(tier) = &self.shared.memory else {
             return match self.lookup_live(key).await? {
                 Some(entry) => self.decode_entry(key, &entry).await,
@@ -322,7 +355,34 @@ impl Cache {
         }
     }
 
-    fn hit(&self, key: &CacheKey, bytes: u64, waited: bool) {
+    /// The value of an entry that expired less than the grace period ago (never a live one:
+    /// that is a hit, not a stale value). Damaged entries are never stale values.
+    pub(crate) async fn read_stale<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(T, u64)>> {
+        let Some(grace) = self.shared.grace.period else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let entry = match self.shared.store.lookup(key).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(e) => return self.integrity(key, e),
+        };
+        match entry.meta.expires_at {
+            Some(at) if at <= now && now < at.plus(grace) => self.decode_entry(key, &entry).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// A stale value served in place of a failed or slow computation.
+    pub(crate) fn stale_hit(&self, key: &CacheKey, bytes: u64, why: &str) {
+        self.shared.counters.stale_hit(bytes);
+        tracing::warn!(key = %key, bytes, why, "serving a stale value within its grace period");
+    }
+
+    pub(crate) fn hit(&self, key: &CacheKey, bytes: u64, waited: bool) {
         self.shared.counters.hit(bytes);
         tracing::debug!(key = %key, outcome = "hit", bytes, waited, "get_with");
     }
@@ -615,6 +675,10 @@ impl Cache {
             match flight.outcome_since_ticket(&state) {
                 Some(Outcome::Failed(message)) => {
                     drop(state);
+                    if let Some((value, bytes)) = self.read_stale::<T>(&cache_key).await? {
+                        self.stale_hit(&cache_key, bytes, "a concurrent computation failed");
+                        return Ok(value);
+                    }
                     self.count::<T>(&cache_key, None);
                     return Err(Error::Compute {
                         key: cache_key.to_string(),
@@ -756,6 +820,14 @@ impl Cache {
                 let source: BoxError = e.into();
                 flight.complete(state, Outcome::Failed(Arc::from(source.to_string())));
                 tracing::debug!(key = %cache_key, error = %source, "get_with: computation failed");
+                if let Some((value, bytes)) = self.read_stale::<T>(&cache_key).await? {
+                    self.stale_hit(
+                        &cache_key,
+                        bytes,
+                        &format!("the computation failed: {source}"),
+                    );
+                    return Ok(value);
+                }
                 Err(Error::Compute {
                     key: cache_key.to_string(),
                     source,
@@ -833,7 +905,7 @@ impl Cache {
     /// re-inserted meanwhile with a later expiry is kept.
     pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
         let store = &self.shared.store;
-        let expired = store.delete_expired(self.now()).await?;
+        let expired = store.delete_expired(self.expired_before()).await?;
         let report = CleanupReport {
             entries_removed: expired.entries_removed,
             blobs_freed: expired.blobs_deleted,

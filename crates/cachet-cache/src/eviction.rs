@@ -494,7 +494,9 @@ impl Cache {
 
         if policy.remove_expired {
             loop {
-                let batch = store.delete_expired_batch(now, policy.batch_size).await?;
+                let batch = store
+                    .delete_expired_batch(self.expired_before(), policy.batch_size)
+                    .await?;
                 if batch.entries.is_empty() {
                     break;
                 }

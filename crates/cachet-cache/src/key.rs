@@ -88,3 +88,13 @@ impl ResolvedKey {
         })
     }
 }
+
+impl IntoCacheKey for ResolvedKey {
+    fn to_cache_key(&self, _namespace: &str) -> Result<CacheKey> {
+        Ok(self.key.clone())
+    }
+
+    fn params_json(&self) -> Option<serde_json::Value> {
+        self.params.clone()
+    }
+}

@@ -77,6 +77,7 @@ mod builder;
 mod cache;
 mod eviction;
 mod flight;
+mod grace;
 mod key;
 mod manage;
 mod memory;

@@ -26,6 +26,10 @@ pub struct CacheStats {
     /// Of the hits, those served by the memory tier (see
     /// [`CacheBuilder::memory_tier`](crate::CacheBuilder::memory_tier)).
     pub memory_hits: u64,
+    /// Of the misses, reads of the `get_with` family answered with a value that had expired
+    /// less than the grace period ago, because the computation failed or was slower than the
+    /// soft timeout (see [`CacheBuilder::grace`](crate::CacheBuilder::grace)).
+    pub stale_hits: u64,
     /// Entries removed by eviction runs of this cache (expired, idle, or over a limit).
     pub evictions: u64,
     /// Bytes those runs freed (inline values and blobs no entry references any more).
@@ -57,6 +61,7 @@ pub(crate) struct Counters {
     memory_hits: AtomicU64,
     evictions: AtomicU64,
     evicted_bytes: AtomicU64,
+    stale_hits: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +77,11 @@ impl Counters {
     pub(crate) fn insert(&self, bytes: u64) {
         self.inserts.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stale_hit(&self, bytes: u64) {
+        self.stale_hits.fetch_add(1, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn evicted(&self, entries: u64, bytes: u64) {
@@ -101,6 +111,7 @@ impl Counters {
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             computations: self.computations.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            stale_hits: self.stale_hits.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
             evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),
         }

@@ -148,3 +148,26 @@ fn blocking_namespace_views_share_the_runtime_and_are_isolated() {
     assert_eq!(a.get::<u8>("k").unwrap(), Some(1));
     assert!(a.try_namespace("bad/name").is_err());
 }
+
+#[test]
+fn blocking_cache_evicts_by_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .directory(dir.path())
+        .eviction(
+            cachet_cache::EvictionPolicy::lru()
+                .max_entries(2)
+                .watermarks(1.0, 1.0)
+                .protect_recent(Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    for i in 0..5u8 {
+        cache.insert_bytes(format!("k{i}"), [i]).unwrap();
+    }
+    let report = cache.run_eviction().unwrap();
+    // The background task may have evicted some already; together, three went.
+    assert!(report.max_entries <= 3, "{report:?}");
+    assert_eq!(cache.stats().evictions, 3);
+    assert!(cache.contains_key("k4").unwrap());
+}

@@ -94,8 +94,9 @@
 #![forbid(unsafe_code)]
 
 pub use cachet_cache::{
-    BLOBS_DIR, Cache, CacheBuilder, CacheStats, CacheWriter, CleanupReport, INDEX_FILE, Insert,
-    InsertBytes, InsertFuture, InsertOptions, IntoCacheKey, blocking, memo_key, parse_ttl,
+    BLOBS_DIR, Cache, CacheBuilder, CacheStats, CacheWriter, CleanupReport, EvictionListener,
+    EvictionPolicy, EvictionReason, EvictionReport, INDEX_FILE, Insert, InsertBytes, InsertFuture,
+    InsertOptions, IntoCacheKey, blocking, memo_key, parse_ttl,
 };
 pub use cachet_core::{
     BlobBackend, BlobCapabilities, BlobId, BoxError, CacheKey, Clock, Comparison, Compression,

@@ -58,7 +58,48 @@
 //! [`Cache::get_with`], [`Cache::try_get_with`] and [`Cache::memoize`] run one computation per
 //! missing key in this process, however many tasks ask at once; waiters read the stored
 //! value. A cancelled computation hands over to a waiter; a failed one is reported to the
-//! waiters and not cached. (Coalescing across processes is future work.)
+//! waiters and not cached. Where the index has per-key locks (SQLite on a local disk,
+//! PostgreSQL), one process on any machine sharing the index computes; a crashed holder's lock
+//! is released with its process or connection.
+//!
+//! ## Eviction
+//! [`CacheBuilder::eviction`] takes an [`EvictionPolicy`]: `max_bytes`, `max_entries` and
+//! per-namespace quotas (bytes count each shared blob once), in LRU or aged-LFU order, plus
+//! time-to-idle and expired entries. Puts never evict: they wake a background task that
+//! evicts in batches between a high and a low watermark, never touching entries written in the
+//! last second or pinned ones ([`InsertOptions::pinned`]). An
+//! [eviction listener](CacheBuilder::eviction_listener) hears each removal and its
+//! [`EvictionReason`]; [`Cache::run_eviction`] runs a pass at once.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use cachet_cache::{Cache, EvictionPolicy};
+//!
+//! let cache = Cache::builder()
+//!     .in_memory()
+//!     .eviction(EvictionPolicy::lru().max_entries(2).watermarks(1.0, 1.0)
+//!         .protect_recent(std::time::Duration::ZERO))
+//!     .build()
+//!     .await?;
+//! cache.insert_bytes("model", b"weights").pinned().await?;
+//! for id in ["a", "b", "c"] {
+//!     cache.insert_bytes(id, b"x").await?;
+//!     tokio::time::sleep(std::time::Duration::from_millis(2)).await; // distinct write times
+//! }
+//! cache.run_eviction().await?;
+//! assert!(cache.contains_key("model").await?); // pinned
+//! assert!(cache.contains_key("c").await?);     // most recent
+//! assert!(!cache.contains_key("a").await?);
+//! # Ok::<(), cachet_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Grace
+//! With [`CacheBuilder::grace`], an entry that expired less than the grace period ago is kept
+//! and served by the `get_with` family when its recomputation fails (stale-if-error);
+//! [`Cache::get_with_refresh`] also serves it while the recomputation runs in the background
+//! (stale-while-revalidate, bounded by [`CacheBuilder::soft_timeout`]). Plain reads never
+//! return an expired value, and the stale value, being the durable entry, survives restarts.
 //!
 //! ## Blocking
 //! [`blocking::Cache`] is the same API for synchronous code; it must not be called from

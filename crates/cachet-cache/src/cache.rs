@@ -410,6 +410,18 @@ impl Cache {
     /// `Error::TypeMismatch` when the entry holds raw bytes or a value that does not decode
     /// as `T`; `Error::Config { field: "key" }` for an invalid explicit key; backend errors.
     pub async fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
+        if let Some(tier) = &self.shared.memory {
+            // The memory tier's fast path, as in `get_bytes`.
+            if let Some((namespace, id)) = key.borrowed_parts(&self.namespace) {
+                if let Some(entry) = tier.get_borrowed(namespace, id, self.now()) {
+                    if let Some(value) = entry.try_decode::<T>() {
+                        self.shared.counters.memory_hit();
+                        self.shared.counters.hit(entry.raw_size());
+                        return Ok(Some(value));
+                    }
+                }
+            }
+        }
         let key = self.key(&key)?;
         let found = self.read_value(&key).await?;
         Ok(self.count(&key, found))
@@ -421,8 +433,21 @@ impl Cache {
     /// `Error::TypeMismatch` when the entry holds a serde value (use [`get`](Self::get) or
     /// [`reader`](Self::reader)).
     pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
-        let key = self.key(&key)?;
         let tier = self.shared.memory.as_ref();
+        if let Some(tier) = tier {
+            // The memory tier's fast path: no key is built (a mismatched type goes the long
+            // way, which reports it).
+            if let Some((namespace, id)) = key.borrowed_parts(&self.namespace) {
+                if let Some(entry) = tier.get_borrowed(namespace, id, self.now()) {
+                    if entry.data_type == cachet_core::DataType::Bytes {
+                        self.shared.counters.memory_hit();
+                        self.shared.counters.hit(entry.raw_size());
+                        return Ok(Some(entry.raw.clone()));
+                    }
+                }
+            }
+        }
+        let key = self.key(&key)?;
         if let Some(entry) = tier.and_then(|tier| tier.get(&key, self.now())) {
             let found = Some((entry.bytes(&key)?, entry.raw_size()));
             self.shared.counters.memory_hit();

@@ -32,6 +32,15 @@ pub trait IntoCacheKey {
     fn params_json(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// The key's `(namespace, id)` borrowed, without allocating or validating, when it can be
+    /// named so (explicit string keys and ready keys; derived keys must be hashed first). The
+    /// memory tier looks these up directly; a string that is not a valid key simply finds
+    /// nothing there and fails in [`to_cache_key`](Self::to_cache_key) as usual.
+    #[doc(hidden)]
+    fn borrowed_parts<'a>(&'a self, _namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        None
+    }
 }
 
 impl<K: IntoCacheKey + ?Sized> IntoCacheKey for &K {
@@ -41,6 +50,10 @@ impl<K: IntoCacheKey + ?Sized> IntoCacheKey for &K {
 
     fn params_json(&self) -> Option<serde_json::Value> {
         (**self).params_json()
+    }
+
+    fn borrowed_parts<'a>(&'a self, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        (**self).borrowed_parts(namespace)
     }
 }
 
@@ -59,17 +72,29 @@ impl IntoCacheKey for CacheKey {
     fn to_cache_key(&self, _namespace: &str) -> Result<CacheKey> {
         Ok(self.clone())
     }
+
+    fn borrowed_parts<'a>(&'a self, _namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        Some((self.namespace(), self.id()))
+    }
 }
 
 impl IntoCacheKey for str {
     fn to_cache_key(&self, namespace: &str) -> Result<CacheKey> {
         CacheKey::explicit(namespace, self)
     }
+
+    fn borrowed_parts<'a>(&'a self, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        Some((namespace, self))
+    }
 }
 
 impl IntoCacheKey for String {
     fn to_cache_key(&self, namespace: &str) -> Result<CacheKey> {
         CacheKey::explicit(namespace, self.as_str())
+    }
+
+    fn borrowed_parts<'a>(&'a self, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        Some((namespace, self.as_str()))
     }
 }
 

@@ -54,6 +54,16 @@ impl MemoryEntry {
         decode_raw(key, &self.data_type, &self.raw)
     }
 
+    /// The value as `T` if it decodes as one (the fast path; on `None` the caller takes the
+    /// long way, which reports the mismatch with the key).
+    pub(crate) fn try_decode<T: DeserializeOwned>(&self) -> Option<T> {
+        match self.data_type {
+            DataType::MessagePack => rmp_serde::from_slice(&self.raw).ok(),
+            DataType::Json => serde_json::from_slice(&self.raw).ok(),
+            _ => None,
+        }
+    }
+
     /// The value as raw bytes, or `TypeMismatch` for a serde value.
     pub(crate) fn bytes(&self, key: &CacheKey) -> Result<Bytes> {
         if self.data_type == DataType::Bytes {
@@ -65,6 +75,20 @@ impl MemoryEntry {
                 found: format!("{} data", self.data_type),
             })
         }
+    }
+}
+
+/// A key borrowed from the caller. It hashes exactly like the [`CacheKey`] it names: both
+/// derive `Hash` over `(namespace, id)`, and `String` hashes as its `str` (checked by a test).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    namespace: &'a str,
+    id: &'a str,
+}
+
+impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        key.id() == self.id && key.namespace() == self.namespace
     }
 }
 
@@ -182,6 +206,19 @@ impl MemoryTier {
         self.entries
             .remove_if(key, |held| Arc::ptr_eq(held, &entry));
         None
+    }
+
+    /// A live entry looked up by a borrowed `(namespace, id)` (no key is built); an entry past
+    /// its `live_until` is left to [`get`](Self::get) to remove.
+    #[inline]
+    pub(crate) fn get_borrowed(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Option<Arc<MemoryEntry>> {
+        let entry = self.entries.get(&KeyRef { namespace, id })?;
+        entry.live_until.is_none_or(|at| at > now).then_some(entry)
     }
 
     pub(crate) fn ticket(&self, key: &CacheKey) -> Ticket {
@@ -360,5 +397,56 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod key_ref_tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_hashes_like_the_cache_key_it_names() {
+        let hasher = quick_cache::DefaultHashBuilder::default();
+        for (namespace, id) in [
+            ("", "k"),
+            ("team-a", "report/2026"),
+            ("ns", ""),
+            ("a", "bc"),
+        ] {
+            let Ok(key) = CacheKey::explicit(namespace, id) else {
+                continue;
+            };
+            assert_eq!(
+                hasher.hash_one(&key),
+                hasher.hash_one(KeyRef { namespace, id }),
+                "{namespace:?}/{id:?}"
+            );
+        }
+        // ("a", "bc") and ("ab", "c") differ: the field boundary is part of the hash.
+        assert_ne!(
+            hasher.hash_one(KeyRef {
+                namespace: "a",
+                id: "bc"
+            }),
+            hasher.hash_one(KeyRef {
+                namespace: "ab",
+                id: "c"
+            })
+        );
+    }
+
+    #[test]
+    fn a_borrowed_lookup_finds_what_an_owned_insert_put() {
+        let tier = MemoryTier::new(1 << 20, Duration::from_secs(60));
+        let key = CacheKey::explicit("ns", "id").unwrap();
+        let entry = Arc::new(MemoryEntry {
+            raw: Bytes::from_static(b"v"),
+            data_type: DataType::Bytes,
+            live_until: None,
+            weight: 1 + ENTRY_OVERHEAD,
+        });
+        tier.entries.insert(key, entry);
+        assert!(tier.get_borrowed("ns", "id", Timestamp(0)).is_some());
+        assert!(tier.get_borrowed("n", "sid", Timestamp(0)).is_none());
     }
 }

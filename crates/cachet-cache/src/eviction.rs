@@ -530,33 +530,27 @@ impl Cache {
             estimate.store(usage.bytes, Ordering::Relaxed);
         }
         let mut usage = None;
-        if let Some(max) = policy.max_entries {
-            usage = Some(
-                self.evict_down_to(
+        let global = [
+            policy
+                .max_entries
+                .map(|max| (Limit::Entries(max), EvictionReason::MaxEntries)),
+            policy
+                .max_bytes
+                .map(|max| (Limit::Bytes(max), EvictionReason::MaxBytes)),
+        ];
+        for (limit, reason) in global.into_iter().flatten() {
+            let after = self
+                .evict_down_to(
                     evictor,
                     None,
-                    Limit::Entries(max),
-                    EvictionReason::MaxEntries,
+                    limit,
+                    reason,
                     now,
                     protect_before,
                     &mut report,
                 )
-                .await?,
-            );
-        }
-        if let Some(max) = policy.max_bytes {
-            usage = Some(
-                self.evict_down_to(
-                    evictor,
-                    None,
-                    Limit::Bytes(max),
-                    EvictionReason::MaxBytes,
-                    now,
-                    protect_before,
-                    &mut report,
-                )
-                .await?,
-            );
+                .await?;
+            usage = Some(after);
         }
         if let Some(usage) = usage {
             evictor.bytes.store(usage.bytes, Ordering::Relaxed);

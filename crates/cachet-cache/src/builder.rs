@@ -76,6 +76,8 @@ pub struct CacheBuilder {
     /// A `memory_tier_str` that did not parse (reported by `build`).
     invalid_memory_tier: Option<String>,
     memory_tier_ttl: Duration,
+    event_capacity: usize,
+    metrics_label: Option<String>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -110,6 +112,8 @@ impl std::fmt::Debug for CacheBuilder {
             .field("namespace", &self.namespace)
             .field("memory_tier", &self.memory_tier)
             .field("memory_tier_ttl", &self.memory_tier_ttl)
+            .field("event_capacity", &self.event_capacity)
+            .field("metrics_label", &self.metrics_label)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +144,8 @@ impl CacheBuilder {
             memory_tier: None,
             invalid_memory_tier: None,
             memory_tier_ttl: crate::memory::DEFAULT_MEMORY_TTL,
+            event_capacity: crate::observe::DEFAULT_EVENT_CAPACITY,
+            metrics_label: None,
         }
     }
 
@@ -299,6 +305,28 @@ impl CacheBuilder {
         self
     }
 
+    /// How many events the channel of [`Cache::subscribe`] holds for a receiver that has not
+    /// read them yet (default 1024; from 1 to `usize::MAX / 2`). A receiver further behind
+    /// loses the oldest and is told how many (`RecvError::Lagged`); publishers never wait.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Adds the label `cache="<name>"` to every metric this cache records (see
+    /// docs/OBSERVABILITY.md), to tell several caches of one process apart. Costs nothing per
+    /// operation: the labelled metric keys are built once.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = cachet_cache::Cache::builder().in_memory().metrics_label("thumbnails").build().await?;
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn metrics_label(mut self, name: impl Into<String>) -> Self {
+        self.metrics_label = Some(name.into());
+        self
+    }
+
     /// The source of time (default: the system clock). Inject a
     /// [`ManualClock`](cachet_core::ManualClock) to test TTLs without sleeping.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -350,6 +378,17 @@ impl CacheBuilder {
         let memory = self
             .memory_tier
             .map(|max_bytes| crate::memory::MemoryTier::new(max_bytes, self.memory_tier_ttl));
+        if self.event_capacity == 0 || self.event_capacity > usize::MAX / 2 {
+            return Err(Error::config(
+                "event_capacity",
+                format!(
+                    "{} is not a channel capacity: use 1 to usize::MAX / 2 (default 1024)",
+                    self.event_capacity
+                ),
+            ));
+        }
+        let observer =
+            crate::observe::Observer::new(self.event_capacity, self.metrics_label.as_deref());
         if let Some(reason) = &self.invalid_ttl {
             return Err(Error::config("default_ttl", reason));
         }
@@ -414,7 +453,8 @@ impl CacheBuilder {
             self.strict_integrity,
             Arc::from(self.namespace.as_str()),
             memory,
-        ))
+        )
+        .with_observer(observer))
     }
 }
 

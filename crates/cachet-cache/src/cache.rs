@@ -14,13 +14,16 @@ use cachet_core::{
 use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::field::Empty;
 
 use crate::builder::CacheBuilder;
+use crate::events::CacheEvent;
 use crate::flight::{Flights, Outcome};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::memory::{Forget, MemoryTier};
+use crate::observe::{Observer, Served, record_key};
 use crate::options::{Insert, InsertBytes, InsertOptions};
-use crate::stats::{CacheStats, Counters};
+use crate::stats::CacheStats;
 use crate::writer::CacheWriter;
 
 /// A cache of computed values over a [`Store`]: keys derived from parameters, TTL, integrity
@@ -59,7 +62,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) default_ttl: Option<Duration>,
     strict_integrity: bool,
-    pub(crate) counters: Counters,
+    pub(crate) observer: Observer,
     flights: Flights,
     pub(crate) memory: Option<MemoryTier>,
 }
@@ -158,12 +161,20 @@ impl Cache {
                 store,
                 default_ttl,
                 strict_integrity,
-                counters: Counters::default(),
+                observer: Observer::new(crate::observe::DEFAULT_EVENT_CAPACITY, None),
                 flights: Flights::default(),
                 memory,
             }),
             namespace,
         }
+    }
+
+    /// Replaces the observer of a cache just built (not shared yet).
+    pub(crate) fn with_observer(mut self, observer: Observer) -> Cache {
+        Arc::get_mut(&mut self.shared)
+            .expect("a cache just built is not shared yet")
+            .observer = observer;
+        self
     }
 
     /// The storage engine underneath (for management operations the cache does not wrap).
@@ -209,11 +220,38 @@ impl Cache {
 
     /// A snapshot of the counters (shared by every view of this cache).
     pub fn stats(&self) -> CacheStats {
-        self.shared.counters.snapshot()
+        self.shared.observer.counters.snapshot()
+    }
+
+    /// Subscribes to this cache's [events](CacheEvent) (of every view and clone, in this
+    /// process), from now on.
+    ///
+    /// Events go through a `tokio::sync::broadcast` channel of
+    /// [`event_capacity`](CacheBuilder::event_capacity) events (1024 by default): publishing
+    /// never blocks nor fails, and a receiver that falls more than that many events behind gets
+    /// `RecvError::Lagged(n)` (the `n` oldest were dropped for it) and then goes on with the
+    /// oldest it still has. While no receiver exists, no event is built (one atomic load per
+    /// operation). `recv` is async; sync code uses `try_recv` or `blocking_recv`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachet_cache::{CacheEvent, Tier};
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let mut events = cache.subscribe();
+    /// cache.insert("k", &1u8).await?;
+    /// let _: Option<u8> = cache.get("k").await?;
+    /// assert!(matches!(events.recv().await, Ok(CacheEvent::Put { .. })));
+    /// assert!(matches!(events.recv().await, Ok(CacheEvent::Hit { tier: Tier::Durable, .. })));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CacheEvent> {
+        self.shared.observer.subscribe()
     }
 
     pub(crate) fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
-        key.to_cache_key(&self.namespace)
+        let key = key.to_cache_key(&self.namespace)?;
+        record_key(&key);
+        Ok(key)
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -226,9 +264,10 @@ impl Cache {
     /// and logged) unless strict; any other error is returned.
     pub(crate) fn integrity<T>(&self, key: &CacheKey, error: Error) -> Result<Option<T>> {
         if !error.is_integrity_failure() {
+            self.shared.observer.failed(Some(key), "read", &error);
             return Err(error);
         }
-        self.shared.counters.integrity_failure();
+        self.shared.observer.integrity_failure(key, &error);
         tracing::warn!(key = %key, reason = %error, strict = self.shared.strict_integrity,
             "entry failed its integrity check; treated as a miss unless strict");
         if self.shared.strict_integrity {
@@ -242,15 +281,23 @@ impl Cache {
     pub(crate) async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
         match self.shared.store.lookup(key).await {
             Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
-            Ok(_) => Ok(None),
+            Ok(Some(_)) => Ok(self.expired(key)),
+            Ok(None) => Ok(None),
             Err(e) => self.integrity(key, e),
         }
     }
 
-    /// Reads a live value without counting a hit or miss (a memory hit is counted as such);
-    /// returns it with its raw size.
-    async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, u64)>> {
+    /// Reports an expired entry a read found; `None`, what the read returns for it.
+    pub(crate) fn expired<T>(&self, key: &CacheKey) -> Option<T> {
+        self.shared.observer.expired(key);
+        None
+    }
+
+    /// Reads a live value without counting a hit or miss; returns it with its raw size and
+    /// the tier that served it.
+    async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, Served)>> {
         let Some(tier) = &self.shared.memory else {
+            let _timer = self.shared.observer.timer("get");
             return match self.lookup_live(key).await? {
                 Some(entry) => self.decode_entry(key, &entry).await,
                 None => Ok(None),
@@ -258,9 +305,9 @@ impl Cache {
         };
         if let Some(entry) = tier.get(key, self.now()) {
             let value = entry.decode(key)?;
-            self.shared.counters.memory_hit();
-            return Ok(Some((value, entry.raw_size())));
+            return Ok(Some((value, Served::memory(entry.raw_size()))));
         }
+        let _timer = self.shared.observer.timer("get");
         let ticket = tier.ticket(key);
         let Some(entry) = self.lookup_live(key).await? else {
             return Ok(None);
@@ -278,7 +325,7 @@ impl Cache {
         };
         let value = crate::memory::decode_raw(key, &entry.meta.data_type, &raw)?;
         tier.backfill(ticket, &entry.meta, &raw, self.now());
-        Ok(Some((value, entry.meta.raw_size)))
+        Ok(Some((value, entry.meta.raw_size.into())))
     }
 
     /// Drops `keys` from the memory tier when the returned guard goes (after the durable
@@ -303,28 +350,31 @@ impl Cache {
         &self,
         key: &CacheKey,
         entry: &StoredEntry,
-    ) -> Result<Option<(T, u64)>> {
+    ) -> Result<Option<(T, Served)>> {
         match self.shared.store.read_value::<T>(entry).await {
-            Ok(value) => Ok(Some((value, entry.meta.raw_size))),
+            Ok(value) => Ok(Some((value, entry.meta.raw_size.into()))),
             Err(e) => self.integrity(key, e),
         }
     }
 
-    fn hit(&self, key: &CacheKey, bytes: u64, waited: bool) {
-        self.shared.counters.hit(bytes);
-        tracing::debug!(key = %key, outcome = "hit", bytes, waited, "get_with");
+    fn hit(&self, key: &CacheKey, served: Served, waited: bool) {
+        self.shared.observer.hit(key, served);
+        tracing::debug!(key = %key, waited, "get_with: served from the cache");
     }
 
-    pub(crate) fn count<T>(&self, key: &CacheKey, found: Option<(T, u64)>) -> Option<T> {
+    /// Reports a value read as a hit or a miss; returns the value.
+    pub(crate) fn count<T>(
+        &self,
+        key: &CacheKey,
+        found: Option<(T, impl Into<Served>)>,
+    ) -> Option<T> {
         match found {
-            Some((value, bytes)) => {
-                self.shared.counters.hit(bytes);
-                tracing::debug!(key = %key, outcome = "hit", bytes, "get");
+            Some((value, served)) => {
+                self.shared.observer.hit(key, served.into());
                 Some(value)
             }
             None => {
-                self.shared.counters.miss();
-                tracing::debug!(key = %key, outcome = "miss", "get");
+                self.shared.observer.miss(key);
                 None
             }
         }
@@ -337,6 +387,7 @@ impl Cache {
     /// # Errors
     /// `Error::TypeMismatch` when the entry holds raw bytes or a value that does not decode
     /// as `T`; `Error::Config { field: "key" }` for an invalid explicit key; backend errors.
+    #[tracing::instrument(level = "debug", name = "get", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
         let key = self.key(&key)?;
         let found = self.read_value(&key).await?;
@@ -348,14 +399,15 @@ impl Cache {
     /// # Errors
     /// `Error::TypeMismatch` when the entry holds a serde value (use [`get`](Self::get) or
     /// [`reader`](Self::reader)).
+    #[tracing::instrument(level = "debug", name = "get_bytes", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
         let key = self.key(&key)?;
         let tier = self.shared.memory.as_ref();
         if let Some(entry) = tier.and_then(|tier| tier.get(&key, self.now())) {
-            let found = Some((entry.bytes(&key)?, entry.raw_size()));
-            self.shared.counters.memory_hit();
+            let found = Some((entry.bytes(&key)?, Served::memory(entry.raw_size())));
             return Ok(self.count(&key, found));
         }
+        let _timer = self.shared.observer.timer("get_bytes");
         let ticket = tier.map(|tier| tier.ticket(&key));
         let found = match self.lookup_live(&key).await? {
             Some(entry) => match self.shared.store.read_bytes(&entry).await {
@@ -375,14 +427,17 @@ impl Cache {
     /// Opens a verified stream over an entry's raw content (any data type), with bounded
     /// memory. Frame checksums are checked as it is read and the whole-content digest at its
     /// end: a damaged blob makes a later `next_chunk` fail, never return wrong bytes.
+    #[tracing::instrument(level = "debug", name = "reader", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn reader(&self, key: impl IntoCacheKey) -> Result<Option<ValueReader>> {
+        let _timer = self.shared.observer.timer("reader");
         let key = self.key(&key)?;
         let found = match self.shared.store.reader(&key).await {
             Ok(Some(reader)) if is_live(reader.meta(), self.now()) => {
                 let bytes = reader.meta().raw_size;
                 Some((reader, bytes))
             }
-            Ok(_) => None,
+            Ok(Some(_)) => self.expired(&key),
+            Ok(None) => None,
             Err(e) => self.integrity(&key, e)?,
         };
         Ok(self.count(&key, found))
@@ -391,7 +446,9 @@ impl Cache {
     /// An entry's metadata without loading its data; `None` when absent or expired (or, unless
     /// strict, when its signature does not verify). The data itself is not checked.
     #[doc(alias = "get_metadata")]
+    #[tracing::instrument(level = "debug", name = "metadata", skip_all, fields(key = Empty))]
     pub async fn metadata(&self, key: impl IntoCacheKey) -> Result<Option<EntryMeta>> {
+        let _timer = self.shared.observer.timer("metadata");
         let key = self.key(&key)?;
         self.live_meta(&key).await
     }
@@ -405,6 +462,7 @@ impl Cache {
     }
 
     /// Whether a live entry exists (same rules as [`metadata`](Self::metadata)).
+    #[tracing::instrument(level = "debug", name = "contains_key", skip_all)]
     pub async fn contains_key(&self, key: impl IntoCacheKey) -> Result<bool> {
         Ok(self.metadata(key).await?.is_some())
     }
@@ -439,12 +497,15 @@ impl Cache {
         InsertBytes::new(self, ResolvedKey::new(&key, &self.namespace), data)
     }
 
+    #[tracing::instrument(level = "debug", name = "insert", skip_all,
+        fields(key = %key.key, bytes = Empty, outcome = Empty))]
     pub(crate) async fn insert_resolved<T: Serialize + ?Sized>(
         &self,
         key: ResolvedKey,
         value: &T,
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("insert");
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         // Not filled (the encoded bytes stay inside the store): the next read backfills.
@@ -458,12 +519,15 @@ impl Cache {
         Ok(meta)
     }
 
+    #[tracing::instrument(level = "debug", name = "insert_bytes", skip_all,
+        fields(key = %key.key, bytes = Empty, outcome = Empty))]
     pub(crate) async fn insert_bytes_resolved(
         &self,
         key: ResolvedKey,
         data: &[u8],
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("insert_bytes");
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         let Some(tier) = &self.shared.memory else {
@@ -488,7 +552,7 @@ impl Cache {
     }
 
     pub(crate) fn record_insert(&self, meta: &EntryMeta) {
-        self.shared.counters.insert(meta.raw_size);
+        self.shared.observer.put(&meta.key, meta.raw_size);
         tracing::debug!(key = %meta.key, bytes = meta.raw_size, stored = meta.stored_size, "insert");
     }
 
@@ -572,6 +636,7 @@ impl Cache {
     }
 
     /// [`try_get_with`](Self::try_get_with), storing a computed value with `options`.
+    #[tracing::instrument(level = "debug", name = "get_with", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn try_get_with_options<T, E, F, Fut>(
         &self,
         key: impl IntoCacheKey,
@@ -600,7 +665,7 @@ impl Cache {
             match flight.outcome_since_ticket(&state) {
                 Some(Outcome::Failed(message)) => {
                     drop(state);
-                    self.count::<T>(&cache_key, None);
+                    self.shared.observer.miss(&cache_key);
                     return Err(Error::Compute {
                         key: cache_key.to_string(),
                         source: format!("a concurrent computation of this key failed: {message}")
@@ -720,9 +785,9 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let cache_key = cache_key.clone();
-        self.shared.counters.computation();
-        self.shared.counters.miss();
-        tracing::debug!(key = %cache_key, outcome = "miss", "get_with: computing");
+        self.shared.observer.computing(&cache_key);
+        tracing::debug!(key = %cache_key, "get_with: computing");
+        let _timer = self.shared.observer.timer("compute");
         match init().await {
             Ok(value) => {
                 let resolved = ResolvedKey {
@@ -732,13 +797,21 @@ impl Cache {
                 match self.insert_resolved(resolved, &value, options).await {
                     Ok(_) => flight.complete(state, Outcome::Inserted),
                     // No outcome recorded: a waiter computes again rather than miss forever.
-                    Err(e) => tracing::warn!(key = %cache_key, error = %e,
-                        "computed value could not be stored; returning it uncached"),
+                    Err(e) => {
+                        self.shared
+                            .observer
+                            .error(Some(&cache_key), "store_computed", &e);
+                        tracing::warn!(key = %cache_key, error = %e,
+                            "computed value could not be stored; returning it uncached");
+                    }
                 }
                 Ok(value)
             }
             Err(e) => {
                 let source: BoxError = e.into();
+                self.shared
+                    .observer
+                    .error(Some(&cache_key), "compute", &source);
                 flight.complete(state, Outcome::Failed(Arc::from(source.to_string())));
                 tracing::debug!(key = %cache_key, error = %source, "get_with: computation failed");
                 Err(Error::Compute {
@@ -761,6 +834,7 @@ impl Cache {
     /// assert_eq!(y, 144);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "memoize", skip_all, fields(function = %function_name))]
     pub async fn memoize<T, A, F, Fut>(&self, function_name: &str, args: &A, init: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -776,10 +850,15 @@ impl Cache {
 
     /// Deletes an entry (expired or not); returns whether one existed. Its blob is reclaimed
     /// when no other entry shares it.
+    #[tracing::instrument(level = "debug", name = "invalidate", skip_all, fields(key = Empty, outcome = Empty))]
     pub async fn invalidate(&self, key: impl IntoCacheKey) -> Result<bool> {
+        let _timer = self.shared.observer.timer("invalidate");
         let key = self.key(&key)?;
         let _forget = self.forget_after(|| vec![key.clone()]);
         let removed = self.shared.store.delete(&key).await?;
+        if removed {
+            self.shared.observer.invalidated(&key);
+        }
         tracing::debug!(key = %key, removed, "invalidate");
         Ok(removed)
     }
@@ -787,7 +866,9 @@ impl Cache {
     /// Resets a live entry's TTL to `ttl` from now (`None`: the cache's default TTL, or no
     /// expiry when there is none). Returns `false` when there is no live entry (an expired
     /// entry is not brought back).
+    #[tracing::instrument(level = "debug", name = "touch", skip_all, fields(key = Empty))]
     pub async fn touch(&self, key: impl IntoCacheKey, ttl: Option<Duration>) -> Result<bool> {
+        let _timer = self.shared.observer.timer("touch");
         let key = self.key(&key)?;
         let ttl = ttl.or(self.shared.default_ttl);
         if ttl.is_some_and(|t| t.is_zero()) {
@@ -816,9 +897,15 @@ impl Cache {
     /// (The memory tier needs no change: its entries expire no later than their durable
     /// entries.) Each batch checks expiry and deletes in one atomic step, so an entry that another writer
     /// re-inserted meanwhile with a later expiry is kept.
+    #[tracing::instrument(level = "debug", name = "cleanup_expired", skip_all)]
     pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
+        let _timer = self.shared.observer.timer("cleanup_expired");
         let store = &self.shared.store;
         let expired = store.delete_expired(self.now()).await?;
+        expired
+            .keys
+            .iter()
+            .for_each(|k| self.shared.observer.expired(k));
         let report = CleanupReport {
             entries_removed: expired.entries_removed,
             blobs_freed: expired.blobs_deleted,
@@ -830,16 +917,20 @@ impl Cache {
     }
 
     /// Garbage collection of unreferenced blobs (see [`Store::gc`]).
+    #[tracing::instrument(level = "debug", name = "gc", skip_all)]
     pub async fn gc(&self) -> Result<GcReport> {
+        let _timer = self.shared.observer.timer("gc");
         self.shared.store.gc().await
     }
 
     /// Writes batched access times and flushes the index.
+    #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub async fn flush(&self) -> Result<()> {
         self.shared.store.flush().await
     }
 
     /// Totals over the whole index (all namespaces, expired entries included).
+    #[tracing::instrument(level = "debug", name = "index_stats", skip_all)]
     pub async fn index_stats(&self) -> Result<IndexStats> {
         self.shared.store.stats().await
     }

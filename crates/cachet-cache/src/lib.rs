@@ -75,16 +75,19 @@
 pub mod blocking;
 mod builder;
 mod cache;
+mod events;
 mod flight;
 mod key;
 mod manage;
 mod memory;
+pub mod observe;
 mod options;
 mod stats;
 mod writer;
 
 pub use builder::{BLOBS_DIR, CacheBuilder, INDEX_FILE};
 pub use cache::{Cache, CleanupReport, memo_key};
+pub use events::{CacheEvent, EvictionReason, Tier};
 pub use key::IntoCacheKey;
 pub use options::{Insert, InsertBytes, InsertFuture, InsertOptions, parse_ttl};
 pub use stats::CacheStats;

@@ -1,4 +1,4 @@
-//! Hit, miss and byte counters.
+//! Hit, miss and byte counters (updated through [`crate::observe::Observer`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,6 +26,13 @@ pub struct CacheStats {
     /// Of the hits, those served by the memory tier (see
     /// [`CacheBuilder::memory_tier`](crate::CacheBuilder::memory_tier)).
     pub memory_hits: u64,
+    /// Entries deleted by callers (`invalidate`, `invalidate_many`, `invalidate_where`, ...).
+    pub invalidations: u64,
+    /// Expired entries found by value reads (each such read is also a miss; a key read twice
+    /// after its expiry counts twice) or deleted by `cleanup_expired`.
+    pub expirations: u64,
+    /// Entries the cache removed to keep within its budgets.
+    pub evictions: u64,
 }
 
 impl CacheStats {
@@ -51,6 +58,9 @@ pub(crate) struct Counters {
     integrity_failures: AtomicU64,
     computations: AtomicU64,
     memory_hits: AtomicU64,
+    invalidations: AtomicU64,
+    expirations: AtomicU64,
+    evictions: AtomicU64,
 }
 
 impl Counters {
@@ -80,6 +90,18 @@ impl Counters {
         self.computations.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn invalidation(&self) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expiration(&self) {
+        self.expirations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn eviction(&self) {
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -90,6 +112,9 @@ impl Counters {
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             computations: self.computations.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 }

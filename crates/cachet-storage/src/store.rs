@@ -99,6 +99,8 @@ pub struct ExpiredReport {
     pub blobs_deleted: u64,
     /// Bytes those blobs occupied.
     pub bytes_freed: u64,
+    /// The keys of the entries deleted, batch by batch.
+    pub keys: Vec<CacheKey>,
 }
 
 /// How a commit may apply, beyond the value itself: under which condition on the key, and with
@@ -777,6 +779,7 @@ impl Store {
                 break;
             }
             report.entries_removed += removed.len() as u64;
+            report.keys.extend(removed.iter().map(|m| m.key.clone()));
             let mut blobs: Vec<(BlobId, u64)> = removed
                 .iter()
                 .filter_map(|m| Some((m.location.blob_id()?.clone(), m.stored_size)))

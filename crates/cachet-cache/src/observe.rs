@@ -1,0 +1,476 @@
+//! Observability: the names of the metrics a cache records through the [`metrics`] facade, in
+//! one place (documented in docs/OBSERVABILITY.md), and [`describe_metrics`].
+//!
+//! Inside the crate, one observer per cache updates the stats counters, the metrics, the
+//! current span's fields and the event channel together, so that they never disagree.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cachet_core::{CacheKey, Error};
+use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
+use tokio::sync::broadcast;
+use tracing::Span;
+
+use crate::events::{CacheEvent, EvictionReason, Tier};
+use crate::stats::Counters;
+
+/// Names of the metrics a cache records through the [`metrics`] facade.
+///
+/// Every metric also carries the label `cache="<name>"` when the cache was built with
+/// [`CacheBuilder::metrics_label`](crate::CacheBuilder::metrics_label).
+pub mod names {
+    /// Counter: reads served, labelled `tier` = `memory` | `durable`.
+    pub const HITS: &str = "cachet_hits_total";
+    /// Counter: reads that found no live, valid value (a `get_with` that computed included).
+    pub const MISSES: &str = "cachet_misses_total";
+    /// Counter: entries written.
+    pub const PUTS: &str = "cachet_puts_total";
+    /// Counter: raw bytes of the values returned by hits.
+    pub const BYTES_READ: &str = "cachet_bytes_read_total";
+    /// Counter: raw bytes of the values written.
+    pub const BYTES_WRITTEN: &str = "cachet_bytes_written_total";
+    /// Counter: entries deleted by callers (`invalidate*`).
+    pub const INVALIDATIONS: &str = "cachet_invalidations_total";
+    /// Counter: entries the cache removed to keep a budget, labelled `reason` = `expired` |
+    /// `idle` | `max_bytes` | `max_entries` | `namespace_quota`.
+    pub const EVICTIONS: &str = "cachet_evictions_total";
+    /// Counter: expired entries found by reads or deleted by `cleanup_expired`.
+    pub const EXPIRATIONS: &str = "cachet_expirations_total";
+    /// Counter: failures, labelled `operation` = `integrity` | `compute` | `store_computed` |
+    /// `read` | `write`.
+    pub const ERRORS: &str = "cachet_errors_total";
+    /// Counter: computations run by `get_with` / `try_get_with` / `memoize`.
+    pub const COMPUTATIONS: &str = "cachet_computations_total";
+    /// Histogram (seconds): duration of operations that reach the durable tier, labelled
+    /// `operation` (`get`, `get_bytes`, `insert`, `compute`, ...). Memory-tier hits are not
+    /// timed (a clock read would cost as much as the hit); they are counted in
+    /// `cachet_hits_total{tier="memory"}`.
+    pub const OPERATION_SECONDS: &str = "cachet_operation_seconds";
+}
+
+/// Describes every metric (help text and unit) to the installed recorder, for exporters that
+/// print descriptions, such as Prometheus's `# HELP` lines. Building a cache calls it; call it
+/// again after installing a recorder later than that.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram};
+    describe_counter!(names::HITS, Unit::Count, "Cache reads served, by tier");
+    describe_counter!(
+        names::MISSES,
+        Unit::Count,
+        "Cache reads that found no live, valid value"
+    );
+    describe_counter!(names::PUTS, Unit::Count, "Cache entries written");
+    describe_counter!(
+        names::BYTES_READ,
+        Unit::Bytes,
+        "Raw bytes of the values returned by cache hits"
+    );
+    describe_counter!(
+        names::BYTES_WRITTEN,
+        Unit::Bytes,
+        "Raw bytes of the values written to the cache"
+    );
+    describe_counter!(
+        names::INVALIDATIONS,
+        Unit::Count,
+        "Cache entries deleted by callers"
+    );
+    describe_counter!(
+        names::EVICTIONS,
+        Unit::Count,
+        "Cache entries evicted to keep a budget, by reason"
+    );
+    describe_counter!(
+        names::EXPIRATIONS,
+        Unit::Count,
+        "Expired cache entries found by reads or deleted by cleanup"
+    );
+    describe_counter!(names::ERRORS, Unit::Count, "Cache failures, by operation");
+    describe_counter!(
+        names::COMPUTATIONS,
+        Unit::Count,
+        "Values computed by get_with, try_get_with and memoize"
+    );
+    describe_histogram!(
+        names::OPERATION_SECONDS,
+        Unit::Seconds,
+        "Duration of cache operations that reach the durable tier, by operation"
+    );
+}
+
+/// What every metric is registered with.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The default capacity of the event channel
+/// ([`CacheBuilder::event_capacity`](crate::CacheBuilder::event_capacity)).
+pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// The keys of the metrics on hot paths, built once (with the cache's label), so that recording
+/// one allocates nothing.
+struct MetricKeys {
+    hits_memory: Key,
+    hits_durable: Key,
+    misses: Key,
+    puts: Key,
+    bytes_read: Key,
+    bytes_written: Key,
+    invalidations: Key,
+    expirations: Key,
+    computations: Key,
+    evictions: [Key; EvictionReason::ALL.len()],
+}
+
+/// A hit's size and where it was served from (a bare size is a durable hit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served {
+    pub(crate) bytes: u64,
+    pub(crate) tier: Tier,
+}
+
+impl Served {
+    pub(crate) fn memory(bytes: u64) -> Served {
+        Served {
+            bytes,
+            tier: Tier::Memory,
+        }
+    }
+}
+
+impl From<u64> for Served {
+    fn from(bytes: u64) -> Served {
+        Served {
+            bytes,
+            tier: Tier::Durable,
+        }
+    }
+}
+
+/// Stats, metrics, span fields and events of one cache (shared by its clones and views).
+pub(crate) struct Observer {
+    pub(crate) counters: Counters,
+    /// Whether anyone may be listening: checked (one relaxed load) before an event is built.
+    subscribed: AtomicBool,
+    /// Created by the first `subscribe`.
+    events: OnceLock<broadcast::Sender<CacheEvent>>,
+    capacity: usize,
+    /// The `cache` label of every metric.
+    label: Option<SharedString>,
+    keys: MetricKeys,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("counters", &self.counters.snapshot())
+            .field("subscribed", &self.subscribed.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl Observer {
+    /// An observer whose event channel holds `capacity` events (at least 1) and whose metrics
+    /// carry `cache="<label>"` when a label is given.
+    pub(crate) fn new(capacity: usize, label: Option<&str>) -> Observer {
+        let label: Option<SharedString> = label.map(|l| SharedString::from(l.to_owned()));
+        let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut labels = Vec::new();
+            if let Some((k, v)) = extra {
+                labels.push(Label::from_static_parts(k, v));
+            }
+            if let Some(label) = &label {
+                labels.push(Label::new("cache", label.clone()));
+            }
+            Key::from_parts(name, labels)
+        };
+        let keys = MetricKeys {
+            hits_memory: key(names::HITS, Some(("tier", Tier::Memory.as_str()))),
+            hits_durable: key(names::HITS, Some(("tier", Tier::Durable.as_str()))),
+            misses: key(names::MISSES, None),
+            puts: key(names::PUTS, None),
+            bytes_read: key(names::BYTES_READ, None),
+            bytes_written: key(names::BYTES_WRITTEN, None),
+            invalidations: key(names::INVALIDATIONS, None),
+            expirations: key(names::EXPIRATIONS, None),
+            computations: key(names::COMPUTATIONS, None),
+            evictions: EvictionReason::ALL
+                .map(|r| key(names::EVICTIONS, Some(("reason", r.as_str())))),
+        };
+        describe_metrics();
+        Observer {
+            counters: Counters::default(),
+            subscribed: AtomicBool::new(false),
+            events: OnceLock::new(),
+            capacity: capacity.max(1),
+            label,
+            keys,
+        }
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// A receiver of every event published from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<CacheEvent> {
+        let sender = self
+            .events
+            .get_or_init(|| broadcast::channel(self.capacity).0);
+        let receiver = sender.subscribe();
+        self.subscribed.store(true, Ordering::SeqCst);
+        receiver
+    }
+
+    /// Builds and sends an event, only when someone may be listening.
+    #[inline]
+    fn publish(&self, event: impl FnOnce() -> CacheEvent) {
+        if self.subscribed.load(Ordering::Relaxed) {
+            self.send(event());
+        }
+    }
+
+    #[cold]
+    fn send(&self, event: CacheEvent) {
+        let Some(sender) = self.events.get() else {
+            return;
+        };
+        if sender.send(event).is_err() {
+            // Every receiver is gone: stop building events. A `subscribe` racing with this
+            // has counted its receiver before setting the flag, so it is seen here and the
+            // flag set again.
+            self.subscribed.store(false, Ordering::SeqCst);
+            if sender.receiver_count() > 0 {
+                self.subscribed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ what happened
+
+    /// A value read found a live, valid value.
+    #[inline]
+    pub(crate) fn hit(&self, key: &CacheKey, served: Served) {
+        let Served { bytes, tier } = served;
+        self.counters.hit(bytes);
+        let hits = match tier {
+            Tier::Memory => {
+                self.counters.memory_hit();
+                &self.keys.hits_memory
+            }
+            Tier::Durable => &self.keys.hits_durable,
+        };
+        increment(hits, 1);
+        increment(&self.keys.bytes_read, bytes);
+        in_span(|span| {
+            span.record("outcome", "hit");
+            span.record("tier", tier.as_str());
+            span.record("bytes", bytes);
+        });
+        self.publish(|| CacheEvent::Hit {
+            key: key.clone(),
+            tier,
+            bytes,
+        });
+    }
+
+    /// A value read found no live, valid value.
+    pub(crate) fn miss(&self, key: &CacheKey) {
+        self.counters.miss();
+        increment(&self.keys.misses, 1);
+        in_span(|span| {
+            span.record("outcome", "miss");
+        });
+        self.publish(|| CacheEvent::Miss { key: key.clone() });
+    }
+
+    /// `get_with` missed and computes the value (a miss and a computation).
+    pub(crate) fn computing(&self, key: &CacheKey) {
+        self.counters.computation();
+        self.counters.miss();
+        increment(&self.keys.computations, 1);
+        increment(&self.keys.misses, 1);
+        in_span(|span| {
+            span.record("outcome", "computed");
+        });
+        self.publish(|| CacheEvent::Miss { key: key.clone() });
+    }
+
+    /// An entry was written.
+    pub(crate) fn put(&self, key: &CacheKey, bytes: u64) {
+        self.counters.insert(bytes);
+        increment(&self.keys.puts, 1);
+        increment(&self.keys.bytes_written, bytes);
+        in_span(|span| {
+            span.record("outcome", "stored");
+            span.record("bytes", bytes);
+        });
+        self.publish(|| CacheEvent::Put {
+            key: key.clone(),
+            bytes,
+        });
+    }
+
+    /// A caller deleted an entry.
+    pub(crate) fn invalidated(&self, key: &CacheKey) {
+        self.counters.invalidation();
+        increment(&self.keys.invalidations, 1);
+        in_span(|span| {
+            span.record("outcome", "removed");
+        });
+        self.publish(|| CacheEvent::Invalidated { key: key.clone() });
+    }
+
+    /// A read found the entry expired, or `cleanup_expired` deleted it.
+    pub(crate) fn expired(&self, key: &CacheKey) {
+        self.counters.expiration();
+        increment(&self.keys.expirations, 1);
+        self.publish(|| CacheEvent::Expired { key: key.clone() });
+    }
+
+    /// The cache removed an entry to keep a budget (for the eviction policies).
+    #[allow(
+        dead_code,
+        reason = "the hook of the eviction policies, which land separately (not `expect`: \
+                  it would fail once they call it)"
+    )]
+    pub(crate) fn evicted(&self, key: &CacheKey, reason: EvictionReason, bytes: u64) {
+        self.counters.eviction();
+        increment(&self.keys.evictions[reason.index()], 1);
+        self.publish(|| CacheEvent::Evicted {
+            key: key.clone(),
+            reason,
+            bytes,
+        });
+    }
+
+    /// A damaged entry was found (counted in `integrity_failures` as well).
+    pub(crate) fn integrity_failure(&self, key: &CacheKey, error: &Error) {
+        self.counters.integrity_failure();
+        self.error(Some(key), "integrity", error);
+    }
+
+    /// An operation failed: counted under `cachet_errors_total{operation}` and published.
+    pub(crate) fn error(
+        &self,
+        key: Option<&CacheKey>,
+        operation: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
+        let mut labels = vec![Label::from_static_parts("operation", operation)];
+        if let Some(label) = &self.label {
+            labels.push(Label::new("cache", label.clone()));
+        }
+        increment(&Key::from_parts(names::ERRORS, labels), 1);
+        self.publish(|| CacheEvent::Error {
+            key: key.cloned(),
+            operation,
+            error: error.to_string(),
+        });
+    }
+
+    /// A backend failure during a read or a write (`operation`: `"read"` or `"write"`); other
+    /// errors (a caller's mistake, a type mismatch, an absent entry) are not reported.
+    pub(crate) fn failed(&self, key: Option<&CacheKey>, operation: &'static str, error: &Error) {
+        if matches!(
+            error,
+            Error::Unavailable { .. }
+                | Error::Conflict { .. }
+                | Error::Io { .. }
+                | Error::Backend { .. }
+        ) {
+            self.error(key, operation, error);
+        }
+    }
+
+    /// Times an operation that reaches the durable tier: the duration is recorded in
+    /// `cachet_operation_seconds{operation}` when the guard is dropped.
+    pub(crate) fn timer(&self, operation: &'static str) -> Timer<'_> {
+        Timer {
+            label: self.label.as_ref(),
+            operation,
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Records an operation's duration when dropped (see [`Observer::timer`]).
+pub(crate) struct Timer<'a> {
+    label: Option<&'a SharedString>,
+    operation: &'static str,
+    start: Instant,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        let mut labels = vec![Label::from_static_parts("operation", self.operation)];
+        if let Some(label) = self.label {
+            labels.push(Label::new("cache", label.clone()));
+        }
+        let key = Key::from_parts(names::OPERATION_SECONDS, labels);
+        metrics::with_recorder(|recorder| recorder.register_histogram(&key, &METADATA))
+            .record(seconds);
+    }
+}
+
+#[inline]
+fn increment(key: &Key, by: u64) {
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(by);
+}
+
+/// Runs `record` on the current span if it is one of this crate's and debug spans may be on
+/// (one comparison when they are not).
+#[inline]
+pub(crate) fn in_span(record: impl FnOnce(&Span)) {
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        let span = Span::current();
+        if span
+            .metadata()
+            .is_some_and(|m| m.target().starts_with("cachet_cache"))
+        {
+            record(&span);
+        }
+    }
+}
+
+/// Records the key an operation resolved into its span's `key` field.
+#[inline]
+pub(crate) fn record_key(key: &CacheKey) {
+    in_span(|span| {
+        span.record("key", tracing::field::display(key));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_receiver_dropped_stops_event_building_and_a_new_one_restarts_it() {
+        let observer = Observer::new(4, None);
+        let key = CacheKey::explicit("", "k").unwrap();
+        assert!(!observer.subscribed.load(Ordering::SeqCst));
+        let mut rx = observer.subscribe();
+        observer.miss(&key);
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            CacheEvent::Miss { key: key.clone() }
+        );
+        drop(rx);
+        observer.miss(&key); // finds no receiver: the flag goes down
+        assert!(!observer.subscribed.load(Ordering::SeqCst));
+        let mut rx = observer.subscribe();
+        observer.evicted(&key, EvictionReason::MaxBytes, 7);
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            CacheEvent::Evicted {
+                key,
+                reason: EvictionReason::MaxBytes,
+                bytes: 7
+            }
+        );
+        assert_eq!(observer.counters.snapshot().evictions, 1);
+    }
+}

@@ -831,6 +831,10 @@ impl CacheBuilder {
         fn store_config(config: StoreConfig);
         /// See [`crate::CacheBuilder::allow_local_index_with_remote_blobs`].
         fn allow_local_index_with_remote_blobs(allow: bool);
+        /// See [`crate::CacheBuilder::event_capacity`].
+        fn event_capacity(capacity: usize);
+        /// See [`crate::CacheBuilder::metrics_label`].
+        fn metrics_label(name: impl Into<String>);
     }
 
     /// Validates every option, opens the backends and starts the cache's runtime.

@@ -14,6 +14,7 @@ use cachet_core::{
 use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::builder::CacheBuilder;
@@ -21,7 +22,7 @@ use crate::events::CacheEvent;
 use crate::flight::{Flights, Outcome};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::memory::{Forget, MemoryTier};
-use crate::observe::{Observer, Served, record_key};
+use crate::observe::{Observer, Served, read_span, record_key};
 use crate::options::{Insert, InsertBytes, InsertOptions};
 use crate::stats::CacheStats;
 use crate::writer::CacheWriter;
@@ -279,9 +280,24 @@ impl Cache {
 
     /// A live, verified entry, or `None` (absent, expired, or failed the integrity policy).
     pub(crate) async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        self.lookup_live_as(key, true).await
+    }
+
+    /// [`lookup_live`](Self::lookup_live) for another look within one operation: an expired
+    /// entry was reported at the first.
+    async fn lookup_live_again(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        self.lookup_live_as(key, false).await
+    }
+
+    async fn lookup_live_as(
+        &self,
+        key: &CacheKey,
+        report_expired: bool,
+    ) -> Result<Option<StoredEntry>> {
         match self.shared.store.lookup(key).await {
             Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
-            Ok(Some(_)) => Ok(self.expired(key)),
+            Ok(Some(_)) if report_expired => Ok(self.expired(key)),
+            Ok(Some(_)) => Ok(None),
             Ok(None) => Ok(None),
             Err(e) => self.integrity(key, e),
         }
@@ -296,9 +312,25 @@ impl Cache {
     /// Reads a live value without counting a hit or miss; returns it with its raw size and
     /// the tier that served it.
     async fn read_value<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<(T, Served)>> {
+        self.read_value_as(key, true).await
+    }
+
+    /// [`read_value`](Self::read_value) for another look within one operation.
+    async fn read_value_again<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(T, Served)>> {
+        self.read_value_as(key, false).await
+    }
+
+    async fn read_value_as<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        report_expired: bool,
+    ) -> Result<Option<(T, Served)>> {
         let Some(tier) = &self.shared.memory else {
             let _timer = self.shared.observer.timer("get");
-            return match self.lookup_live(key).await? {
+            return match self.lookup_live_as(key, report_expired).await? {
                 Some(entry) => self.decode_entry(key, &entry).await,
                 None => Ok(None),
             };
@@ -309,7 +341,7 @@ impl Cache {
         }
         let _timer = self.shared.observer.timer("get");
         let ticket = tier.ticket(key);
-        let Some(entry) = self.lookup_live(key).await? else {
+        let Some(entry) = self.lookup_live_as(key, report_expired).await? else {
             return Ok(None);
         };
         if !matches!(
@@ -387,11 +419,28 @@ impl Cache {
     /// # Errors
     /// `Error::TypeMismatch` when the entry holds raw bytes or a value that does not decode
     /// as `T`; `Error::Config { field: "key" }` for an invalid explicit key; backend errors.
-    #[tracing::instrument(level = "debug", name = "get", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
-        let key = self.key(&key)?;
-        let found = self.read_value(&key).await?;
-        Ok(self.count(&key, found))
+        let span = read_span!("get");
+        let key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&key) {
+                let found = Some((entry.decode(&key)?, Served::memory(entry.raw_size())));
+                return Ok(self.count(&key, found));
+            }
+            key
+        };
+        let durable = async {
+            let found = self.read_value(&key).await?;
+            Ok(self.count(&key, found))
+        };
+        Box::pin(durable.instrument(span)).await
+    }
+
+    /// A live memory-tier entry (no clock read without a memory tier).
+    #[inline]
+    fn memory_get(&self, key: &CacheKey) -> Option<Arc<crate::memory::MemoryEntry>> {
+        self.shared.memory.as_ref()?.get(key, self.now())
     }
 
     /// Reads a raw-bytes entry; `None` when absent, expired, or (unless strict) damaged.
@@ -399,15 +448,25 @@ impl Cache {
     /// # Errors
     /// `Error::TypeMismatch` when the entry holds a serde value (use [`get`](Self::get) or
     /// [`reader`](Self::reader)).
-    #[tracing::instrument(level = "debug", name = "get_bytes", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
-        let key = self.key(&key)?;
-        let tier = self.shared.memory.as_ref();
-        if let Some(entry) = tier.and_then(|tier| tier.get(&key, self.now())) {
-            let found = Some((entry.bytes(&key)?, Served::memory(entry.raw_size())));
-            return Ok(self.count(&key, found));
-        }
+        // A memory hit runs in the span without entering the durable path's future (boxed, so
+        // that this future stays small: moving it is part of every hit's cost).
+        let span = read_span!("get_bytes");
+        let key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&key) {
+                let found = Some((entry.bytes(&key)?, Served::memory(entry.raw_size())));
+                return Ok(self.count(&key, found));
+            }
+            key
+        };
+        Box::pin(self.get_bytes_durable(key).instrument(span)).await
+    }
+
+    async fn get_bytes_durable(&self, key: CacheKey) -> Result<Option<Bytes>> {
         let _timer = self.shared.observer.timer("get_bytes");
+        let tier = self.shared.memory.as_ref();
         let ticket = tier.map(|tier| tier.ticket(&key));
         let found = match self.lookup_live(&key).await? {
             Some(entry) => match self.shared.store.read_bytes(&entry).await {
@@ -636,7 +695,6 @@ impl Cache {
     }
 
     /// [`try_get_with`](Self::try_get_with), storing a computed value with `options`.
-    #[tracing::instrument(level = "debug", name = "get_with", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn try_get_with_options<T, E, F, Fut>(
         &self,
         key: impl IntoCacheKey,
@@ -649,7 +707,35 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let cache_key = self.key(&key)?;
+        // As in `get_bytes`: a memory hit in the span, the rest boxed.
+        let span = read_span!("get_with");
+        let cache_key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let cache_key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&cache_key) {
+                let value = entry.decode::<T>(&cache_key)?;
+                self.hit(&cache_key, Served::memory(entry.raw_size()), false);
+                return Ok(value);
+            }
+            cache_key
+        };
+        let durable = self.get_with_durable(key, cache_key, options, init);
+        Box::pin(durable.instrument(span)).await
+    }
+
+    async fn get_with_durable<T, E, F, Fut>(
+        &self,
+        key: impl IntoCacheKey,
+        cache_key: CacheKey,
+        options: InsertOptions,
+        init: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
             self.hit(&cache_key, bytes, false);
             return Ok(value);
@@ -676,7 +762,7 @@ impl Cache {
                     // Read without holding the lock, so large reads are not serialized.
                     drop(state);
                     flight.renew_ticket();
-                    if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                    if let Some((value, bytes)) = self.read_value_again::<T>(&cache_key).await? {
                         self.hit(&cache_key, bytes, true);
                         return Ok(value);
                     }
@@ -686,7 +772,8 @@ impl Cache {
                     // (before we joined, or another process). With per-key locks in the
                     // index, the look taken with the key's lock (below) covers this.
                     if !self.index_has_key_locks() {
-                        if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                        if let Some((value, bytes)) = self.read_value_again::<T>(&cache_key).await?
+                        {
                             drop(state);
                             self.hit(&cache_key, bytes, true);
                             return Ok(value);
@@ -732,7 +819,7 @@ impl Cache {
             match index.try_lock_key(key).await {
                 Ok(Some(lock)) => {
                     // The holder before us may have stored the value just before releasing.
-                    if let Some(entry) = self.lookup_live(key).await? {
+                    if let Some(entry) = self.lookup_live_again(key).await? {
                         release_key_lock(key, lock).await;
                         return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
@@ -741,7 +828,7 @@ impl Cache {
                 Ok(None) => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(KEY_LOCK_POLL_MAX);
-                    if let Some(entry) = self.lookup_live(key).await? {
+                    if let Some(entry) = self.lookup_live_again(key).await? {
                         return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
                 }
@@ -750,7 +837,7 @@ impl Cache {
                     // (after the look the caller skipped, counting on the lock).
                     tracing::warn!(key = %key, error = %e,
                         "could not take the key's lock in the index; computing without it");
-                    return Ok(match self.lookup_live(key).await? {
+                    return Ok(match self.lookup_live_again(key).await? {
                         Some(entry) => KeyLockOutcome::ValueAppeared(Box::new(entry)),
                         None => KeyLockOutcome::Held(None),
                     });

@@ -4,12 +4,13 @@
 //! Inside the crate, one observer per cache updates the stats counters, the metrics, the
 //! current span's fields and the event channel together, so that they never disagree.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cachet_core::{CacheKey, Error};
-use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, SharedString, Unit};
 use tokio::sync::broadcast;
 use tracing::Span;
 
@@ -51,8 +52,7 @@ pub mod names {
 }
 
 /// Describes every metric (help text and unit) to the installed recorder, for exporters that
-/// print descriptions, such as Prometheus's `# HELP` lines. Building a cache calls it; call it
-/// again after installing a recorder later than that.
+/// print descriptions, such as Prometheus's `# HELP` lines. Building a cache calls it.
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram};
     describe_counter!(names::HITS, Unit::Count, "Cache reads served, by tier");
@@ -108,19 +108,58 @@ static METADATA: Metadata<'static> =
 /// ([`CacheBuilder::event_capacity`](crate::CacheBuilder::event_capacity)).
 pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
-/// The keys of the metrics on hot paths, built once (with the cache's label), so that recording
-/// one allocates nothing.
-struct MetricKeys {
-    hits_memory: Key,
-    hits_durable: Key,
-    misses: Key,
-    puts: Key,
-    bytes_read: Key,
-    bytes_written: Key,
-    invalidations: Key,
-    expirations: Key,
-    computations: Key,
-    evictions: [Key; EvictionReason::ALL.len()],
+/// The operations timed in `cachet_operation_seconds` (see [`Observer::timer`]).
+const TIMED: &[&str] = &[
+    "get",
+    "get_bytes",
+    "reader",
+    "metadata",
+    "get_many",
+    "get_bytes_many",
+    "insert",
+    "insert_bytes",
+    "insert_many",
+    "insert_bytes_many",
+    "writer_finish",
+    "update",
+    "update_bytes",
+    "update_many",
+    "compute",
+    "invalidate",
+    "invalidate_many",
+    "invalidate_where",
+    "touch",
+    "touch_many",
+    "find",
+    "copy",
+    "rename",
+    "cleanup_expired",
+    "gc",
+    "export",
+    "import",
+    "verify",
+    "repair",
+];
+
+/// The `operation` labels of `cachet_errors_total`.
+const FAILING: &[&str] = &["integrity", "compute", "store_computed", "read", "write"];
+
+/// Every metric's handle, registered once with the recorder installed when the cache is built
+/// (with the cache's label): recording one is a call through it, or nothing at all with no
+/// recorder (no registry look-up, no allocation).
+struct Handles {
+    hits_memory: Counter,
+    hits_durable: Counter,
+    misses: Counter,
+    puts: Counter,
+    bytes_read: Counter,
+    bytes_written: Counter,
+    invalidations: Counter,
+    expirations: Counter,
+    computations: Counter,
+    evictions: [Counter; EvictionReason::ALL.len()],
+    errors: HashMap<&'static str, Counter>,
+    durations: HashMap<&'static str, Histogram>,
 }
 
 /// A hit's size and where it was served from (a bare size is a durable hit).
@@ -158,7 +197,7 @@ pub(crate) struct Observer {
     capacity: usize,
     /// The `cache` label of every metric.
     label: Option<SharedString>,
-    keys: MetricKeys,
+    metrics: Handles,
 }
 
 impl std::fmt::Debug for Observer {
@@ -177,29 +216,43 @@ impl Observer {
     /// carry `cache="<label>"` when a label is given.
     pub(crate) fn new(capacity: usize, label: Option<&str>) -> Observer {
         let label: Option<SharedString> = label.map(|l| SharedString::from(l.to_owned()));
-        let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
-            let mut labels = Vec::new();
-            if let Some((k, v)) = extra {
-                labels.push(Label::from_static_parts(k, v));
+        let metrics = metrics::with_recorder(|recorder| {
+            let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
+                let mut labels = Vec::new();
+                if let Some((k, v)) = extra {
+                    labels.push(Label::from_static_parts(k, v));
+                }
+                if let Some(label) = &label {
+                    labels.push(Label::new("cache", label.clone()));
+                }
+                Key::from_parts(name, labels)
+            };
+            let counter = |name, extra| recorder.register_counter(&key(name, extra), &METADATA);
+            Handles {
+                hits_memory: counter(names::HITS, Some(("tier", Tier::Memory.as_str()))),
+                hits_durable: counter(names::HITS, Some(("tier", Tier::Durable.as_str()))),
+                misses: counter(names::MISSES, None),
+                puts: counter(names::PUTS, None),
+                bytes_read: counter(names::BYTES_READ, None),
+                bytes_written: counter(names::BYTES_WRITTEN, None),
+                invalidations: counter(names::INVALIDATIONS, None),
+                expirations: counter(names::EXPIRATIONS, None),
+                computations: counter(names::COMPUTATIONS, None),
+                evictions: EvictionReason::ALL
+                    .map(|r| counter(names::EVICTIONS, Some(("reason", r.as_str())))),
+                errors: FAILING
+                    .iter()
+                    .map(|&op| (op, counter(names::ERRORS, Some(("operation", op)))))
+                    .collect(),
+                durations: TIMED
+                    .iter()
+                    .map(|&op| {
+                        let key = key(names::OPERATION_SECONDS, Some(("operation", op)));
+                        (op, recorder.register_histogram(&key, &METADATA))
+                    })
+                    .collect(),
             }
-            if let Some(label) = &label {
-                labels.push(Label::new("cache", label.clone()));
-            }
-            Key::from_parts(name, labels)
-        };
-        let keys = MetricKeys {
-            hits_memory: key(names::HITS, Some(("tier", Tier::Memory.as_str()))),
-            hits_durable: key(names::HITS, Some(("tier", Tier::Durable.as_str()))),
-            misses: key(names::MISSES, None),
-            puts: key(names::PUTS, None),
-            bytes_read: key(names::BYTES_READ, None),
-            bytes_written: key(names::BYTES_WRITTEN, None),
-            invalidations: key(names::INVALIDATIONS, None),
-            expirations: key(names::EXPIRATIONS, None),
-            computations: key(names::COMPUTATIONS, None),
-            evictions: EvictionReason::ALL
-                .map(|r| key(names::EVICTIONS, Some(("reason", r.as_str())))),
-        };
+        });
         describe_metrics();
         Observer {
             counters: Counters::default(),
@@ -207,7 +260,7 @@ impl Observer {
             events: OnceLock::new(),
             capacity: capacity.max(1),
             label,
-            keys,
+            metrics,
         }
     }
 
@@ -257,12 +310,12 @@ impl Observer {
         let hits = match tier {
             Tier::Memory => {
                 self.counters.memory_hit();
-                &self.keys.hits_memory
+                &self.metrics.hits_memory
             }
-            Tier::Durable => &self.keys.hits_durable,
+            Tier::Durable => &self.metrics.hits_durable,
         };
-        increment(hits, 1);
-        increment(&self.keys.bytes_read, bytes);
+        hits.increment(1);
+        self.metrics.bytes_read.increment(bytes);
         in_span(|span| {
             span.record("outcome", "hit");
             span.record("tier", tier.as_str());
@@ -278,7 +331,7 @@ impl Observer {
     /// A value read found no live, valid value.
     pub(crate) fn miss(&self, key: &CacheKey) {
         self.counters.miss();
-        increment(&self.keys.misses, 1);
+        self.metrics.misses.increment(1);
         in_span(|span| {
             span.record("outcome", "miss");
         });
@@ -289,8 +342,8 @@ impl Observer {
     pub(crate) fn computing(&self, key: &CacheKey) {
         self.counters.computation();
         self.counters.miss();
-        increment(&self.keys.computations, 1);
-        increment(&self.keys.misses, 1);
+        self.metrics.computations.increment(1);
+        self.metrics.misses.increment(1);
         in_span(|span| {
             span.record("outcome", "computed");
         });
@@ -300,8 +353,8 @@ impl Observer {
     /// An entry was written.
     pub(crate) fn put(&self, key: &CacheKey, bytes: u64) {
         self.counters.insert(bytes);
-        increment(&self.keys.puts, 1);
-        increment(&self.keys.bytes_written, bytes);
+        self.metrics.puts.increment(1);
+        self.metrics.bytes_written.increment(bytes);
         in_span(|span| {
             span.record("outcome", "stored");
             span.record("bytes", bytes);
@@ -315,7 +368,7 @@ impl Observer {
     /// A caller deleted an entry.
     pub(crate) fn invalidated(&self, key: &CacheKey) {
         self.counters.invalidation();
-        increment(&self.keys.invalidations, 1);
+        self.metrics.invalidations.increment(1);
         in_span(|span| {
             span.record("outcome", "removed");
         });
@@ -325,7 +378,7 @@ impl Observer {
     /// A read found the entry expired, or `cleanup_expired` deleted it.
     pub(crate) fn expired(&self, key: &CacheKey) {
         self.counters.expiration();
-        increment(&self.keys.expirations, 1);
+        self.metrics.expirations.increment(1);
         self.publish(|| CacheEvent::Expired { key: key.clone() });
     }
 
@@ -337,7 +390,7 @@ impl Observer {
     )]
     pub(crate) fn evicted(&self, key: &CacheKey, reason: EvictionReason, bytes: u64) {
         self.counters.eviction();
-        increment(&self.keys.evictions[reason.index()], 1);
+        self.metrics.evictions[reason.index()].increment(1);
         self.publish(|| CacheEvent::Evicted {
             key: key.clone(),
             reason,
@@ -358,11 +411,12 @@ impl Observer {
         operation: &'static str,
         error: &dyn std::fmt::Display,
     ) {
-        let mut labels = vec![Label::from_static_parts("operation", operation)];
-        if let Some(label) = &self.label {
-            labels.push(Label::new("cache", label.clone()));
+        match self.metrics.errors.get(operation) {
+            Some(counter) => counter.increment(1),
+            None => self.unlisted(names::ERRORS, operation, |r, k| {
+                r.register_counter(k, &METADATA).increment(1);
+            }),
         }
-        increment(&Key::from_parts(names::ERRORS, labels), 1);
         self.publish(|| CacheEvent::Error {
             key: key.cloned(),
             operation,
@@ -388,16 +442,33 @@ impl Observer {
     /// `cachet_operation_seconds{operation}` when the guard is dropped.
     pub(crate) fn timer(&self, operation: &'static str) -> Timer<'_> {
         Timer {
-            label: self.label.as_ref(),
+            observer: self,
             operation,
             start: Instant::now(),
         }
+    }
+
+    /// Records into a metric whose label value is not in the lists above (through the
+    /// recorder installed now; every name this crate uses is listed, so this is a fallback).
+    #[cold]
+    fn unlisted(
+        &self,
+        name: &'static str,
+        operation: &'static str,
+        record: impl FnOnce(&dyn metrics::Recorder, &Key),
+    ) {
+        let mut labels = vec![Label::from_static_parts("operation", operation)];
+        if let Some(label) = &self.label {
+            labels.push(Label::new("cache", label.clone()));
+        }
+        let key = Key::from_parts(name, labels);
+        metrics::with_recorder(|recorder| record(recorder, &key));
     }
 }
 
 /// Records an operation's duration when dropped (see [`Observer::timer`]).
 pub(crate) struct Timer<'a> {
-    label: Option<&'a SharedString>,
+    observer: &'a Observer,
     operation: &'static str,
     start: Instant,
 }
@@ -405,20 +476,32 @@ pub(crate) struct Timer<'a> {
 impl Drop for Timer<'_> {
     fn drop(&mut self) {
         let seconds = self.start.elapsed().as_secs_f64();
-        let mut labels = vec![Label::from_static_parts("operation", self.operation)];
-        if let Some(label) = self.label {
-            labels.push(Label::new("cache", label.clone()));
+        match self.observer.metrics.durations.get(self.operation) {
+            Some(histogram) => histogram.record(seconds),
+            None => self
+                .observer
+                .unlisted(names::OPERATION_SECONDS, self.operation, |r, k| {
+                    r.register_histogram(k, &METADATA).record(seconds);
+                }),
         }
-        let key = Key::from_parts(names::OPERATION_SECONDS, labels);
-        metrics::with_recorder(|recorder| recorder.register_histogram(&key, &METADATA))
-            .record(seconds);
     }
 }
 
-#[inline]
-fn increment(key: &Key, by: u64) {
-    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(by);
+/// The `DEBUG` span of a single-key read (`get`, `get_bytes`, `get_with`), with the fields the
+/// observer records. Made by hand rather than by `#[instrument]`, which would move the whole
+/// operation's future into its wrapper on every call, a memory hit included.
+macro_rules! read_span {
+    ($name:literal) => {
+        tracing::debug_span!(
+            $name,
+            key = tracing::field::Empty,
+            tier = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        )
+    };
 }
+pub(crate) use read_span;
 
 /// Runs `record` on the current span if it is one of this crate's and debug spans may be on
 /// (one comparison when they are not).

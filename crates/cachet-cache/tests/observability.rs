@@ -729,3 +729,16 @@ fn batch_operations_get_one_span_without_per_key_fields() {
     assert_eq!(names, ["insert_many", "get_many"]);
     assert!(spans.iter().all(|s| s.fields.is_empty()), "{spans:?}");
 }
+
+#[tokio::test]
+async fn a_get_with_over_an_expired_entry_reports_one_expiry_then_computes() {
+    let (cache, clock, _dir) = cache_with_clock(None).await;
+    cache.insert("k", &1u8).with_ttl(HOUR).await.unwrap();
+    clock.advance(HOUR);
+    let mut events = cache.subscribe();
+    let v: u8 = cache.get_with("k", || async { 2 }).await.unwrap();
+    assert_eq!(v, 2);
+    let kinds: Vec<&str> = drain(&mut events).iter().map(CacheEvent::kind).collect();
+    assert_eq!(kinds, ["expired", "miss", "put"]);
+    assert_eq!(cache.stats().expirations, 1);
+}

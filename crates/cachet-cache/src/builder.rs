@@ -315,7 +315,8 @@ impl CacheBuilder {
 
     /// Adds the label `cache="<name>"` to every metric this cache records (see
     /// docs/OBSERVABILITY.md), to tell several caches of one process apart. Costs nothing per
-    /// operation: the labelled metric keys are built once.
+    /// operation: the metrics are registered once, with the `metrics` recorder installed when
+    /// the cache is built (install it first).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

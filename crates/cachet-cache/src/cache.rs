@@ -249,10 +249,13 @@ impl Cache {
         self.shared.observer.subscribe()
     }
 
+    #[inline(always)]
     pub(crate) fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
-        let key = key.to_cache_key(&self.namespace)?;
-        record_key(&key);
-        Ok(key)
+        let key = key.to_cache_key(&self.namespace);
+        if let Ok(key) = &key {
+            record_key(key);
+        }
+        key
     }
 
     pub(crate) fn now(&self) -> Timestamp {

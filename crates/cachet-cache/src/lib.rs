@@ -75,6 +75,8 @@
 //!   `cachet_computations_total`, and the histogram `cachet_operation_seconds{operation}` of
 //!   operations that reach the durable tier (memory hits are not timed). Names in
 //!   [`observe::names`]; [`metrics_label`](CacheBuilder::metrics_label) adds `cache="name"`.
+//!   The metrics are registered with the recorder installed when the cache is built: install
+//!   it first.
 //! - **Spans**: every public async operation runs in a `DEBUG` span named after it, with the
 //!   fields `key`, `outcome` (`hit`, `miss`, `computed`, `stored`, `removed`), `tier` and
 //!   `bytes` recorded as they become known.

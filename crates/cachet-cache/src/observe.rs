@@ -505,7 +505,7 @@ pub(crate) use read_span;
 
 /// Runs `record` on the current span if it is one of this crate's and debug spans may be on
 /// (one comparison when they are not).
-#[inline]
+#[inline(always)]
 pub(crate) fn in_span(record: impl FnOnce(&Span)) {
     if tracing::level_enabled!(tracing::Level::DEBUG) {
         let span = Span::current();
@@ -519,7 +519,7 @@ pub(crate) fn in_span(record: impl FnOnce(&Span)) {
 }
 
 /// Records the key an operation resolved into its span's `key` field.
-#[inline]
+#[inline(always)]
 pub(crate) fn record_key(key: &CacheKey) {
     in_span(|span| {
         span.record("key", tracing::field::display(key));

@@ -350,12 +350,11 @@ fn the_blocking_cache_publishes_the_same_events() {
 
 // ------------------------------------------------------------------------------ metrics
 
+/// One recorded metric: name, labels, value.
+type Recorded = (String, Vec<(String, String)>, DebugValue);
+
 /// The value of one counter (summed over the label sets that contain `labels`), or 0.
-fn counter(
-    snapshot: &[(String, Vec<(String, String)>, DebugValue)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
+fn counter(snapshot: &[Recorded], name: &str, labels: &[(&str, &str)]) -> u64 {
     snapshot
         .iter()
         .filter(|(n, l, _)| {
@@ -371,10 +370,7 @@ fn counter(
         .sum()
 }
 
-fn histogram_count(
-    snapshot: &[(String, Vec<(String, String)>, DebugValue)],
-    operation: &str,
-) -> usize {
+fn histogram_count(snapshot: &[Recorded], operation: &str) -> usize {
     snapshot
         .iter()
         .filter(|(n, l, _)| {
@@ -390,9 +386,7 @@ fn histogram_count(
 
 /// Runs `work` on a current-thread runtime with a local debugging recorder; returns its
 /// result and every metric recorded, as (name, labels, value).
-fn with_recorder<T>(
-    work: impl AsyncFnOnce() -> T,
-) -> (T, Vec<(String, Vec<(String, String)>, DebugValue)>) {
+fn with_recorder<T>(work: impl AsyncFnOnce() -> T) -> (T, Vec<Recorded>) {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -654,11 +648,10 @@ fn spans_of(work: impl AsyncFnOnce()) -> Vec<RecordedSpan> {
         .build()
         .unwrap();
     tracing::subscriber::with_default(recorder.clone(), || runtime.block_on(work()));
-    let spans = recorder.spans.lock().unwrap().clone();
-    spans
+    recorder.spans.lock().unwrap().clone()
 }
 
-fn fields<'a>(span: &'a RecordedSpan) -> HashMap<&'a str, &'a str> {
+fn fields(span: &RecordedSpan) -> HashMap<&str, &str> {
     span.fields
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -741,4 +734,146 @@ async fn a_get_with_over_an_expired_entry_reports_one_expiry_then_computes() {
     let kinds: Vec<&str> = drain(&mut events).iter().map(CacheEvent::kind).collect();
     assert_eq!(kinds, ["expired", "miss", "put"]);
     assert_eq!(cache.stats().expirations, 1);
+}
+
+#[test]
+fn metrics_go_to_the_recorder_installed_when_the_cache_was_built() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (at_build, later) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+    let (at_build_snapshot, later_snapshot) = (at_build.snapshotter(), later.snapshotter());
+    let cache = metrics::with_local_recorder(&at_build, || runtime.block_on(memory_cache()));
+    metrics::with_local_recorder(&later, || {
+        runtime.block_on(async { cache.insert("k", &1u8).await.unwrap() })
+    });
+    let puts = |snapshot: metrics_util::debugging::Snapshot| {
+        snapshot
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "cachet_puts_total")
+            .map(|(.., value)| value)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(puts(at_build_snapshot.snapshot()), [DebugValue::Counter(1)]);
+    assert!(puts(later_snapshot.snapshot()).is_empty());
+}
+
+/// Memory blobs that can be switched off: every call then fails as an unreachable service.
+#[derive(Debug, Default, Clone)]
+struct SwitchableBlobs {
+    inner: cachet_core::memory::MemoryBlobs,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SwitchableBlobs {
+    fn check(&self) -> cachet_core::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Unavailable {
+                backend: "switchable".into(),
+                source: "switched off".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl cachet_core::BlobBackend for SwitchableBlobs {
+    fn name(&self) -> &str {
+        "switchable"
+    }
+    fn capabilities(&self) -> cachet_core::BlobCapabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        id: &cachet_core::BlobId,
+        data: bytes::Bytes,
+    ) -> cachet_core::Result<cachet_core::BlobReceipt> {
+        self.check()?;
+        self.inner.put(id, data).await
+    }
+    async fn writer(&self) -> cachet_core::Result<Box<dyn cachet_core::BlobWriter>> {
+        self.check()?;
+        self.inner.writer().await
+    }
+    async fn get(&self, id: &cachet_core::BlobId) -> cachet_core::Result<bytes::Bytes> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn get_stream(
+        &self,
+        id: &cachet_core::BlobId,
+    ) -> cachet_core::Result<cachet_core::ByteStream> {
+        self.check()?;
+        self.inner.get_stream(id).await
+    }
+    async fn head(
+        &self,
+        id: &cachet_core::BlobId,
+    ) -> cachet_core::Result<Option<cachet_core::BlobInfo>> {
+        self.check()?;
+        self.inner.head(id).await
+    }
+    async fn delete(&self, id: &cachet_core::BlobId) -> cachet_core::Result<bool> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn list(&self) -> cachet_core::Result<cachet_core::BlobInfoStream> {
+        self.check()?;
+        self.inner.list().await
+    }
+    async fn cleanup_temporary(
+        &self,
+        older_than: cachet_core::Timestamp,
+    ) -> cachet_core::Result<u64> {
+        self.check()?;
+        self.inner.cleanup_temporary(older_than).await
+    }
+}
+
+#[tokio::test]
+async fn backend_failures_during_reads_and_writes_emit_error_events() {
+    let blobs = SwitchableBlobs::default();
+    let cache = Cache::builder()
+        .index("memory://")
+        .blob_backend(Arc::new(blobs.clone()))
+        .build()
+        .await
+        .unwrap();
+    cache
+        .insert_bytes("big", common::large_value(1))
+        .await
+        .unwrap(); // in a blob
+    blobs.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut events = cache.subscribe();
+
+    let read = cache.get_bytes("big").await;
+    assert!(matches!(read, Err(Error::Unavailable { .. })), "{read:?}");
+    let write = cache.insert_bytes("other", common::large_value(2)).await;
+    assert!(matches!(write, Err(Error::Unavailable { .. })), "{write:?}");
+
+    let failures: Vec<(Option<String>, &str)> = drain(&mut events)
+        .into_iter()
+        .map(|e| match e {
+            CacheEvent::Error {
+                key,
+                operation,
+                error,
+            } => {
+                assert!(error.contains("switched off"), "{error}");
+                (key.map(|k| k.to_string()), operation)
+            }
+            other => panic!("expected an error event, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (Some("big".to_owned()), "read"),
+            (Some("other".to_owned()), "write")
+        ]
+    );
 }

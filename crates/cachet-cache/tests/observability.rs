@@ -877,3 +877,38 @@ async fn backend_failures_during_reads_and_writes_emit_error_events() {
         ]
     );
 }
+
+#[tokio::test]
+async fn writers_updates_and_readers_report_like_inserts_and_gets() {
+    let cache = memory_cache().await;
+    let mut events = cache.subscribe();
+    let mut writer = cache.writer("streamed").await.unwrap();
+    writer.write(b"0123456789").await.unwrap();
+    writer.finish().await.unwrap();
+    cache.update_bytes("streamed", b"abc").await.unwrap();
+    let reader = cache.reader("streamed").await.unwrap();
+    assert!(reader.is_some());
+    assert!(cache.reader("absent").await.unwrap().is_none());
+
+    assert_eq!(
+        drain(&mut events),
+        [
+            CacheEvent::Put {
+                key: key("streamed"),
+                bytes: 10
+            },
+            CacheEvent::Put {
+                key: key("streamed"),
+                bytes: 3
+            },
+            CacheEvent::Hit {
+                key: key("streamed"),
+                tier: Tier::Durable,
+                bytes: 3
+            },
+            CacheEvent::Miss { key: key("absent") },
+        ]
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.inserts, stats.hits, stats.misses), (2, 1, 1));
+}

@@ -192,6 +192,21 @@ impl Cache {
         self.inner.stats()
     }
 
+    /// Subscribes to the cache's events (see [`crate::Cache::subscribe`]); read them with
+    /// `try_recv` or `blocking_recv` (outside an async runtime).
+    ///
+    /// ```
+    /// use cachet_cache::{CacheEvent, blocking::Cache};
+    /// let cache = Cache::builder().in_memory().build()?;
+    /// let mut events = cache.subscribe();
+    /// cache.insert("k", &1u8)?;
+    /// assert!(matches!(events.try_recv(), Ok(CacheEvent::Put { bytes: 1, .. })));
+    /// # Ok::<(), cachet_core::Error>(())
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::CacheEvent> {
+        self.inner.subscribe()
+    }
+
     /// Reads a serde value (see [`crate::Cache::get`]).
     pub fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
         self.run(self.inner.get(key))
@@ -821,6 +836,10 @@ impl CacheBuilder {
         fn store_config(config: StoreConfig);
         /// See [`crate::CacheBuilder::allow_local_index_with_remote_blobs`].
         fn allow_local_index_with_remote_blobs(allow: bool);
+        /// See [`crate::CacheBuilder::event_capacity`].
+        fn event_capacity(capacity: usize);
+        /// See [`crate::CacheBuilder::metrics_label`].
+        fn metrics_label(name: impl Into<String>);
         /// See [`crate::CacheBuilder::eviction`].
         fn eviction(policy: crate::EvictionPolicy);
         /// See [`crate::CacheBuilder::grace`].

@@ -14,14 +14,18 @@ use cachet_core::{
 use cachet_storage::{GcReport, Store, StoreConfig, StoredEntry, ValueReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::builder::CacheBuilder;
+use crate::events::CacheEvent;
 use crate::eviction::Evictor;
 use crate::flight::{Flights, Outcome};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::memory::{Forget, MemoryTier};
+use crate::observe::{Observer, Served, read_span, record_key};
 use crate::options::{Insert, InsertBytes, InsertOptions};
-use crate::stats::{CacheStats, Counters};
+use crate::stats::CacheStats;
 use crate::writer::CacheWriter;
 
 /// A cache of computed values over a [`Store`]: keys derived from parameters, TTL, integrity
@@ -60,7 +64,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) default_ttl: Option<Duration>,
     strict_integrity: bool,
-    pub(crate) counters: Counters,
+    pub(crate) observer: Observer,
     flights: Flights,
     pub(crate) memory: Option<MemoryTier>,
     pub(crate) evictor: Option<Arc<Evictor>>,
@@ -162,6 +166,7 @@ impl Cache {
             None,
             None,
             Grace::default(),
+            Observer::new(crate::observe::DEFAULT_EVENT_CAPACITY, None),
         )
     }
 
@@ -175,6 +180,8 @@ impl Cache {
         Ok(Cache::from_store(Store::new(meta, blobs, config)?))
     }
 
+    // Private, called twice (builder, from_store): one argument per part of the cache.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         store: Store,
         default_ttl: Option<Duration>,
@@ -183,12 +190,13 @@ impl Cache {
         memory: Option<MemoryTier>,
         evictor: Option<Evictor>,
         grace: Grace,
+        observer: Observer,
     ) -> Cache {
         let shared = Arc::new(Shared {
             store,
             default_ttl,
             strict_integrity,
-            counters: Counters::default(),
+            observer,
             flights: Flights::default(),
             memory,
             evictor: evictor.map(Arc::new),
@@ -241,11 +249,41 @@ impl Cache {
 
     /// A snapshot of the counters (shared by every view of this cache).
     pub fn stats(&self) -> CacheStats {
-        self.shared.counters.snapshot()
+        self.shared.observer.counters.snapshot()
     }
 
+    /// Subscribes to this cache's [events](CacheEvent) (of every view and clone, in this
+    /// process), from now on.
+    ///
+    /// Events go through a `tokio::sync::broadcast` channel of
+    /// [`event_capacity`](CacheBuilder::event_capacity) events (1024 by default): publishing
+    /// never blocks nor fails, and a receiver that falls more than that many events behind gets
+    /// `RecvError::Lagged(n)` (the `n` oldest were dropped for it) and then goes on with the
+    /// oldest it still has. While no receiver exists, no event is built (one atomic load per
+    /// operation). `recv` is async; sync code uses `try_recv` or `blocking_recv`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachet_cache::{CacheEvent, Tier};
+    /// # let cache = cachet_cache::Cache::builder().in_memory().build().await?;
+    /// let mut events = cache.subscribe();
+    /// cache.insert("k", &1u8).await?;
+    /// let _: Option<u8> = cache.get("k").await?;
+    /// assert!(matches!(events.recv().await, Ok(CacheEvent::Put { .. })));
+    /// assert!(matches!(events.recv().await, Ok(CacheEvent::Hit { tier: Tier::Durable, .. })));
+    /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CacheEvent> {
+        self.shared.observer.subscribe()
+    }
+
+    #[inline(always)]
     pub(crate) fn key(&self, key: &(impl IntoCacheKey + ?Sized)) -> Result<CacheKey> {
-        key.to_cache_key(&self.namespace)
+        let key = key.to_cache_key(&self.namespace);
+        if let Ok(key) = &key {
+            record_key(key);
+        }
+        key
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -268,9 +306,10 @@ impl Cache {
     /// and logged) unless strict; any other error is returned.
     pub(crate) fn integrity<T>(&self, key: &CacheKey, error: Error) -> Result<Option<T>> {
         if !error.is_integrity_failure() {
+            self.shared.observer.failed(Some(key), "read", &error);
             return Err(error);
         }
-        self.shared.counters.integrity_failure();
+        self.shared.observer.integrity_failure(key, &error);
         tracing::warn!(key = %key, reason = %error, strict = self.shared.strict_integrity,
             "entry failed its integrity check; treated as a miss unless strict");
         if self.shared.strict_integrity {
@@ -282,32 +321,71 @@ impl Cache {
 
     /// A live, verified entry, or `None` (absent, expired, or failed the integrity policy).
     pub(crate) async fn lookup_live(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        self.lookup_live_as(key, true).await
+    }
+
+    /// [`lookup_live`](Self::lookup_live) for another look within one operation: an expired
+    /// entry was reported at the first.
+    async fn lookup_live_again(&self, key: &CacheKey) -> Result<Option<StoredEntry>> {
+        self.lookup_live_as(key, false).await
+    }
+
+    async fn lookup_live_as(
+        &self,
+        key: &CacheKey,
+        report_expired: bool,
+    ) -> Result<Option<StoredEntry>> {
         match self.shared.store.lookup(key).await {
             Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
-            Ok(_) => Ok(None),
+            Ok(Some(_)) if report_expired => Ok(self.expired(key)),
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => self.integrity(key, e),
         }
     }
 
-    /// Reads a live value without counting a hit or miss (a memory hit is counted as such);
-    /// returns it with its raw size.
+    /// Reports an expired entry a read found; `None`, what the read returns for it.
+    pub(crate) fn expired<T>(&self, key: &CacheKey) -> Option<T> {
+        self.shared.observer.expired(key);
+        None
+    }
+
+    /// Reads a live value without counting a hit or miss; returns it with its raw size and
+    /// the tier that served it.
     pub(crate) async fn read_value<T: DeserializeOwned>(
         &self,
         key: &CacheKey,
-    ) -> Result<Option<(T, u64)>> {
+    ) -> Result<Option<(T, Served)>> {
+        self.read_value_as(key, true).await
+    }
+
+    /// [`read_value`](Self::read_value) for another look within one operation.
+    async fn read_value_again<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(T, Served)>> {
+        self.read_value_as(key, false).await
+    }
+
+    async fn read_value_as<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        report_expired: bool,
+    ) -> Result<Option<(T, Served)>> {
         let Some(tier) = &self.shared.memory else {
-            return match self.lookup_live(key).await? {
+            let _timer = self.shared.observer.timer("get");
+            return match self.lookup_live_as(key, report_expired).await? {
                 Some(entry) => self.decode_entry(key, &entry).await,
                 None => Ok(None),
             };
         };
         if let Some(entry) = tier.get(key, self.now()) {
             let value = entry.decode(key)?;
-            self.shared.counters.memory_hit();
-            return Ok(Some((value, entry.raw_size())));
+            return Ok(Some((value, Served::memory(entry.raw_size()))));
         }
+        let _timer = self.shared.observer.timer("get");
         let ticket = tier.ticket(key);
-        let Some(entry) = self.lookup_live(key).await? else {
+        let Some(entry) = self.lookup_live_as(key, report_expired).await? else {
             return Ok(None);
         };
         if !matches!(
@@ -323,7 +401,7 @@ impl Cache {
         };
         let value = crate::memory::decode_raw(key, &entry.meta.data_type, &raw)?;
         tier.backfill(ticket, &entry.meta, &raw, self.now());
-        Ok(Some((value, entry.meta.raw_size)))
+        Ok(Some((value, entry.meta.raw_size.into())))
     }
 
     /// Drops `keys` from the memory tier when the returned guard goes (after the durable
@@ -348,9 +426,9 @@ impl Cache {
         &self,
         key: &CacheKey,
         entry: &StoredEntry,
-    ) -> Result<Option<(T, u64)>> {
+    ) -> Result<Option<(T, Served)>> {
         match self.shared.store.read_value::<T>(entry).await {
-            Ok(value) => Ok(Some((value, entry.meta.raw_size))),
+            Ok(value) => Ok(Some((value, entry.meta.raw_size.into()))),
             Err(e) => self.integrity(key, e),
         }
     }
@@ -371,32 +449,38 @@ impl Cache {
             Err(e) => return self.integrity(key, e),
         };
         match entry.meta.expires_at {
-            Some(at) if at <= now && now < at.plus(grace) => self.decode_entry(key, &entry).await,
+            Some(at) if at <= now && now < at.plus(grace) => Ok(self
+                .decode_entry(key, &entry)
+                .await?
+                .map(|(value, served)| (value, served.bytes))),
             _ => Ok(None),
         }
     }
 
     /// A stale value served in place of a failed or slow computation.
     pub(crate) fn stale_hit(&self, key: &CacheKey, bytes: u64, why: &str) {
-        self.shared.counters.stale_hit(bytes);
+        self.shared.observer.counters.stale_hit(bytes);
         tracing::warn!(key = %key, bytes, why, "serving a stale value within its grace period");
     }
 
-    pub(crate) fn hit(&self, key: &CacheKey, bytes: u64, waited: bool) {
-        self.shared.counters.hit(bytes);
-        tracing::debug!(key = %key, outcome = "hit", bytes, waited, "get_with");
+    pub(crate) fn hit(&self, key: &CacheKey, served: Served, waited: bool) {
+        self.shared.observer.hit(key, served);
+        tracing::debug!(key = %key, waited, "get_with: served from the cache");
     }
 
-    pub(crate) fn count<T>(&self, key: &CacheKey, found: Option<(T, u64)>) -> Option<T> {
+    /// Reports a value read as a hit or a miss; returns the value.
+    pub(crate) fn count<T>(
+        &self,
+        key: &CacheKey,
+        found: Option<(T, impl Into<Served>)>,
+    ) -> Option<T> {
         match found {
-            Some((value, bytes)) => {
-                self.shared.counters.hit(bytes);
-                tracing::debug!(key = %key, outcome = "hit", bytes, "get");
+            Some((value, served)) => {
+                self.shared.observer.hit(key, served.into());
                 Some(value)
             }
             None => {
-                self.shared.counters.miss();
-                tracing::debug!(key = %key, outcome = "miss", "get");
+                self.shared.observer.miss(key);
                 None
             }
         }
@@ -410,21 +494,51 @@ impl Cache {
     /// `Error::TypeMismatch` when the entry holds raw bytes or a value that does not decode
     /// as `T`; `Error::Config { field: "key" }` for an invalid explicit key; backend errors.
     pub async fn get<T: DeserializeOwned>(&self, key: impl IntoCacheKey) -> Result<Option<T>> {
-        if let Some(tier) = &self.shared.memory {
-            // The memory tier's fast path, as in `get_bytes`.
-            if let Some((namespace, id)) = key.borrowed_parts(&self.namespace) {
-                if let Some(entry) = tier.get_borrowed(namespace, id, self.now()) {
-                    if let Some(value) = entry.try_decode::<T>() {
-                        self.shared.counters.memory_hit();
-                        self.shared.counters.hit(entry.raw_size());
-                        return Ok(Some(value));
-                    }
-                }
-            }
+        if let Some(value) = self.memory_get_unnamed(&key, |entry| entry.try_decode::<T>()) {
+            return Ok(Some(value));
         }
-        let key = self.key(&key)?;
-        let found = self.read_value(&key).await?;
-        Ok(self.count(&key, found))
+        let span = read_span!("get");
+        let key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&key) {
+                let found = Some((entry.decode(&key)?, Served::memory(entry.raw_size())));
+                return Ok(self.count(&key, found));
+            }
+            key
+        };
+        let durable = async {
+            let found = self.read_value(&key).await?;
+            Ok(self.count(&key, found))
+        };
+        Box::pin(durable.instrument(span)).await
+    }
+
+    /// The memory tier's fastest path: a hit looked up by the borrowed key (none is built),
+    /// taken only when nobody needs the key named (no event subscriber, debug spans off) and
+    /// `take` accepts the entry (a type mismatch goes the long way, which reports it).
+    #[inline]
+    fn memory_get_unnamed<V>(
+        &self,
+        key: &(impl IntoCacheKey + ?Sized),
+        take: impl FnOnce(&crate::memory::MemoryEntry) -> Option<V>,
+    ) -> Option<V> {
+        let tier = self.shared.memory.as_ref()?;
+        let observer = &self.shared.observer;
+        if observer.needs_key() {
+            return None;
+        }
+        let (namespace, id) = key.borrowed_parts(&self.namespace)?;
+        let entry = tier.get_borrowed(namespace, id, self.now())?;
+        let value = take(&entry)?;
+        observer.memory_hit_unnamed(entry.raw_size());
+        Some(value)
+    }
+
+    /// A live memory-tier entry (no clock read without a memory tier).
+    #[inline]
+    fn memory_get(&self, key: &CacheKey) -> Option<Arc<crate::memory::MemoryEntry>> {
+        self.shared.memory.as_ref()?.get(key, self.now())
     }
 
     /// Reads a raw-bytes entry; `None` when absent, expired, or (unless strict) damaged.
@@ -433,26 +547,30 @@ impl Cache {
     /// `Error::TypeMismatch` when the entry holds a serde value (use [`get`](Self::get) or
     /// [`reader`](Self::reader)).
     pub async fn get_bytes(&self, key: impl IntoCacheKey) -> Result<Option<Bytes>> {
-        let tier = self.shared.memory.as_ref();
-        if let Some(tier) = tier {
-            // The memory tier's fast path: no key is built (a mismatched type goes the long
-            // way, which reports it).
-            if let Some((namespace, id)) = key.borrowed_parts(&self.namespace) {
-                if let Some(entry) = tier.get_borrowed(namespace, id, self.now()) {
-                    if entry.data_type == cachet_core::DataType::Bytes {
-                        self.shared.counters.memory_hit();
-                        self.shared.counters.hit(entry.raw_size());
-                        return Ok(Some(entry.raw.clone()));
-                    }
-                }
+        let raw = |entry: &crate::memory::MemoryEntry| {
+            (entry.data_type == cachet_core::DataType::Bytes).then(|| entry.raw.clone())
+        };
+        if let Some(bytes) = self.memory_get_unnamed(&key, raw) {
+            return Ok(Some(bytes));
+        }
+        // A memory hit runs in the span without entering the durable path's future (boxed, so
+        // that this future stays small: moving it is part of every hit's cost).
+        let span = read_span!("get_bytes");
+        let key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&key) {
+                let found = Some((entry.bytes(&key)?, Served::memory(entry.raw_size())));
+                return Ok(self.count(&key, found));
             }
-        }
-        let key = self.key(&key)?;
-        if let Some(entry) = tier.and_then(|tier| tier.get(&key, self.now())) {
-            let found = Some((entry.bytes(&key)?, entry.raw_size()));
-            self.shared.counters.memory_hit();
-            return Ok(self.count(&key, found));
-        }
+            key
+        };
+        Box::pin(self.get_bytes_durable(key).instrument(span)).await
+    }
+
+    async fn get_bytes_durable(&self, key: CacheKey) -> Result<Option<Bytes>> {
+        let _timer = self.shared.observer.timer("get_bytes");
+        let tier = self.shared.memory.as_ref();
         let ticket = tier.map(|tier| tier.ticket(&key));
         let found = match self.lookup_live(&key).await? {
             Some(entry) => match self.shared.store.read_bytes(&entry).await {
@@ -472,14 +590,17 @@ impl Cache {
     /// Opens a verified stream over an entry's raw content (any data type), with bounded
     /// memory. Frame checksums are checked as it is read and the whole-content digest at its
     /// end: a damaged blob makes a later `next_chunk` fail, never return wrong bytes.
+    #[tracing::instrument(level = "debug", name = "reader", skip_all, fields(key = Empty, tier = Empty, bytes = Empty, outcome = Empty))]
     pub async fn reader(&self, key: impl IntoCacheKey) -> Result<Option<ValueReader>> {
+        let _timer = self.shared.observer.timer("reader");
         let key = self.key(&key)?;
         let found = match self.shared.store.reader(&key).await {
             Ok(Some(reader)) if is_live(reader.meta(), self.now()) => {
                 let bytes = reader.meta().raw_size;
                 Some((reader, bytes))
             }
-            Ok(_) => None,
+            Ok(Some(_)) => self.expired(&key),
+            Ok(None) => None,
             Err(e) => self.integrity(&key, e)?,
         };
         Ok(self.count(&key, found))
@@ -488,7 +609,9 @@ impl Cache {
     /// An entry's metadata without loading its data; `None` when absent or expired (or, unless
     /// strict, when its signature does not verify). The data itself is not checked.
     #[doc(alias = "get_metadata")]
+    #[tracing::instrument(level = "debug", name = "metadata", skip_all, fields(key = Empty))]
     pub async fn metadata(&self, key: impl IntoCacheKey) -> Result<Option<EntryMeta>> {
+        let _timer = self.shared.observer.timer("metadata");
         let key = self.key(&key)?;
         self.live_meta(&key).await
     }
@@ -502,6 +625,7 @@ impl Cache {
     }
 
     /// Whether a live entry exists (same rules as [`metadata`](Self::metadata)).
+    #[tracing::instrument(level = "debug", name = "contains_key", skip_all)]
     pub async fn contains_key(&self, key: impl IntoCacheKey) -> Result<bool> {
         Ok(self.metadata(key).await?.is_some())
     }
@@ -536,12 +660,15 @@ impl Cache {
         InsertBytes::new(self, ResolvedKey::new(&key, &self.namespace), data)
     }
 
+    #[tracing::instrument(level = "debug", name = "insert", skip_all,
+        fields(key = %key.key, bytes = Empty, outcome = Empty))]
     pub(crate) async fn insert_resolved<T: Serialize + ?Sized>(
         &self,
         key: ResolvedKey,
         value: &T,
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("insert");
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         // Not filled (the encoded bytes stay inside the store): the next read backfills.
@@ -555,12 +682,15 @@ impl Cache {
         Ok(meta)
     }
 
+    #[tracing::instrument(level = "debug", name = "insert_bytes", skip_all,
+        fields(key = %key.key, bytes = Empty, outcome = Empty))]
     pub(crate) async fn insert_bytes_resolved(
         &self,
         key: ResolvedKey,
         data: &[u8],
         options: &InsertOptions,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("insert_bytes");
         let store = &self.shared.store;
         let put = options.to_put_options(self.shared.default_ttl, key.params)?;
         let Some(tier) = &self.shared.memory else {
@@ -585,7 +715,7 @@ impl Cache {
     }
 
     pub(crate) fn record_insert(&self, meta: &EntryMeta) {
-        self.shared.counters.insert(meta.raw_size);
+        self.shared.observer.put(&meta.key, meta.raw_size);
         if let Some(evictor) = &self.shared.evictor {
             evictor.note_write(&meta.key, meta.stored_size);
         }
@@ -684,7 +814,35 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let cache_key = self.key(&key)?;
+        // As in `get_bytes`: a memory hit in the span, the rest boxed.
+        let span = read_span!("get_with");
+        let cache_key = {
+            let _in = (!span.is_disabled()).then(|| span.enter());
+            let cache_key = self.key(&key)?;
+            if let Some(entry) = self.memory_get(&cache_key) {
+                let value = entry.decode::<T>(&cache_key)?;
+                self.hit(&cache_key, Served::memory(entry.raw_size()), false);
+                return Ok(value);
+            }
+            cache_key
+        };
+        let durable = self.get_with_durable(key, cache_key, options, init);
+        Box::pin(durable.instrument(span)).await
+    }
+
+    async fn get_with_durable<T, E, F, Fut>(
+        &self,
+        key: impl IntoCacheKey,
+        cache_key: CacheKey,
+        options: InsertOptions,
+        init: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<BoxError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
             self.hit(&cache_key, bytes, false);
             return Ok(value);
@@ -704,7 +862,7 @@ impl Cache {
                         self.stale_hit(&cache_key, bytes, "a concurrent computation failed");
                         return Ok(value);
                     }
-                    self.count::<T>(&cache_key, None);
+                    self.shared.observer.miss(&cache_key);
                     return Err(Error::Compute {
                         key: cache_key.to_string(),
                         source: format!("a concurrent computation of this key failed: {message}")
@@ -715,7 +873,7 @@ impl Cache {
                     // Read without holding the lock, so large reads are not serialized.
                     drop(state);
                     flight.renew_ticket();
-                    if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                    if let Some((value, bytes)) = self.read_value_again::<T>(&cache_key).await? {
                         self.hit(&cache_key, bytes, true);
                         return Ok(value);
                     }
@@ -725,7 +883,8 @@ impl Cache {
                     // (before we joined, or another process). With per-key locks in the
                     // index, the look taken with the key's lock (below) covers this.
                     if !self.index_has_key_locks() {
-                        if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
+                        if let Some((value, bytes)) = self.read_value_again::<T>(&cache_key).await?
+                        {
                             drop(state);
                             self.hit(&cache_key, bytes, true);
                             return Ok(value);
@@ -771,7 +930,7 @@ impl Cache {
             match index.try_lock_key(key).await {
                 Ok(Some(lock)) => {
                     // The holder before us may have stored the value just before releasing.
-                    if let Some(entry) = self.lookup_live(key).await? {
+                    if let Some(entry) = self.lookup_live_again(key).await? {
                         release_key_lock(key, lock).await;
                         return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
@@ -780,7 +939,7 @@ impl Cache {
                 Ok(None) => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(KEY_LOCK_POLL_MAX);
-                    if let Some(entry) = self.lookup_live(key).await? {
+                    if let Some(entry) = self.lookup_live_again(key).await? {
                         return Ok(KeyLockOutcome::ValueAppeared(Box::new(entry)));
                     }
                 }
@@ -789,7 +948,7 @@ impl Cache {
                     // (after the look the caller skipped, counting on the lock).
                     tracing::warn!(key = %key, error = %e,
                         "could not take the key's lock in the index; computing without it");
-                    return Ok(match self.lookup_live(key).await? {
+                    return Ok(match self.lookup_live_again(key).await? {
                         Some(entry) => KeyLockOutcome::ValueAppeared(Box::new(entry)),
                         None => KeyLockOutcome::Held(None),
                     });
@@ -824,9 +983,9 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let cache_key = cache_key.clone();
-        self.shared.counters.computation();
-        self.shared.counters.miss();
-        tracing::debug!(key = %cache_key, outcome = "miss", "get_with: computing");
+        self.shared.observer.computing(&cache_key);
+        tracing::debug!(key = %cache_key, "get_with: computing");
+        let _timer = self.shared.observer.timer("compute");
         match init().await {
             Ok(value) => {
                 let resolved = ResolvedKey {
@@ -836,13 +995,21 @@ impl Cache {
                 match self.insert_resolved(resolved, &value, options).await {
                     Ok(_) => flight.complete(state, Outcome::Inserted),
                     // No outcome recorded: a waiter computes again rather than miss forever.
-                    Err(e) => tracing::warn!(key = %cache_key, error = %e,
-                        "computed value could not be stored; returning it uncached"),
+                    Err(e) => {
+                        self.shared
+                            .observer
+                            .error(Some(&cache_key), "store_computed", &e);
+                        tracing::warn!(key = %cache_key, error = %e,
+                            "computed value could not be stored; returning it uncached");
+                    }
                 }
                 Ok(value)
             }
             Err(e) => {
                 let source: BoxError = e.into();
+                self.shared
+                    .observer
+                    .error(Some(&cache_key), "compute", &source);
                 flight.complete(state, Outcome::Failed(Arc::from(source.to_string())));
                 tracing::debug!(key = %cache_key, error = %source, "get_with: computation failed");
                 if let Some((value, bytes)) = self.read_stale::<T>(&cache_key).await? {
@@ -873,6 +1040,7 @@ impl Cache {
     /// assert_eq!(y, 144);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "memoize", skip_all, fields(function = %function_name))]
     pub async fn memoize<T, A, F, Fut>(&self, function_name: &str, args: &A, init: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -888,10 +1056,15 @@ impl Cache {
 
     /// Deletes an entry (expired or not); returns whether one existed. Its blob is reclaimed
     /// when no other entry shares it.
+    #[tracing::instrument(level = "debug", name = "invalidate", skip_all, fields(key = Empty, outcome = Empty))]
     pub async fn invalidate(&self, key: impl IntoCacheKey) -> Result<bool> {
+        let _timer = self.shared.observer.timer("invalidate");
         let key = self.key(&key)?;
         let _forget = self.forget_after(|| vec![key.clone()]);
         let removed = self.shared.store.delete(&key).await?;
+        if removed {
+            self.shared.observer.invalidated(&key);
+        }
         tracing::debug!(key = %key, removed, "invalidate");
         Ok(removed)
     }
@@ -899,7 +1072,9 @@ impl Cache {
     /// Resets a live entry's TTL to `ttl` from now (`None`: the cache's default TTL, or no
     /// expiry when there is none). Returns `false` when there is no live entry (an expired
     /// entry is not brought back).
+    #[tracing::instrument(level = "debug", name = "touch", skip_all, fields(key = Empty))]
     pub async fn touch(&self, key: impl IntoCacheKey, ttl: Option<Duration>) -> Result<bool> {
+        let _timer = self.shared.observer.timer("touch");
         let key = self.key(&key)?;
         let ttl = ttl.or(self.shared.default_ttl);
         if ttl.is_some_and(|t| t.is_zero()) {
@@ -928,9 +1103,15 @@ impl Cache {
     /// (The memory tier needs no change: its entries expire no later than their durable
     /// entries.) Each batch checks expiry and deletes in one atomic step, so an entry that another writer
     /// re-inserted meanwhile with a later expiry is kept.
+    #[tracing::instrument(level = "debug", name = "cleanup_expired", skip_all)]
     pub async fn cleanup_expired(&self) -> Result<CleanupReport> {
+        let _timer = self.shared.observer.timer("cleanup_expired");
         let store = &self.shared.store;
         let expired = store.delete_expired(self.expired_before()).await?;
+        expired
+            .keys
+            .iter()
+            .for_each(|k| self.shared.observer.expired(k));
         let report = CleanupReport {
             entries_removed: expired.entries_removed,
             blobs_freed: expired.blobs_deleted,
@@ -942,16 +1123,20 @@ impl Cache {
     }
 
     /// Garbage collection of unreferenced blobs (see [`Store::gc`]).
+    #[tracing::instrument(level = "debug", name = "gc", skip_all)]
     pub async fn gc(&self) -> Result<GcReport> {
+        let _timer = self.shared.observer.timer("gc");
         self.shared.store.gc().await
     }
 
     /// Writes batched access times and flushes the index.
+    #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub async fn flush(&self) -> Result<()> {
         self.shared.store.flush().await
     }
 
     /// Totals over the whole index (all namespaces, expired entries included).
+    #[tracing::instrument(level = "debug", name = "index_stats", skip_all)]
     pub async fn index_stats(&self) -> Result<IndexStats> {
         self.shared.store.stats().await
     }

@@ -19,37 +19,8 @@ use cachet_core::{
 use cachet_storage::EvictedBatch;
 
 use crate::cache::{Cache, Shared};
+use crate::events::EvictionReason;
 use crate::memory::parse_size;
-
-/// Why an entry left the cache (passed to the [eviction listener](crate::CacheBuilder::eviction_listener)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EvictionReason {
-    /// Its TTL had run out.
-    Expired,
-    /// It was not read for the policy's [`time_to_idle`](EvictionPolicy::time_to_idle).
-    Idle,
-    /// The cache was over [`max_bytes`](EvictionPolicy::max_bytes).
-    MaxBytes,
-    /// The cache was over [`max_entries`](EvictionPolicy::max_entries).
-    MaxEntries,
-    /// Its namespace was over its [quota](EvictionPolicy::namespace_quota).
-    NamespaceQuota,
-}
-
-impl EvictionReason {
-    /// A short lower-case name (`"expired"`, `"idle"`, `"max_bytes"`, `"max_entries"`,
-    /// `"namespace_quota"`), for logs and metric labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            EvictionReason::Expired => "expired",
-            EvictionReason::Idle => "idle",
-            EvictionReason::MaxBytes => "max_bytes",
-            EvictionReason::MaxEntries => "max_entries",
-            EvictionReason::NamespaceQuota => "namespace_quota",
-        }
-    }
-}
 
 /// Called once per evicted entry with its metadata (as it was when evicted) and the reason.
 /// It runs on the eviction task: keep it short and never block on the cache itself.
@@ -625,9 +596,13 @@ impl Cache {
             tier.forget(batch.entries.iter().map(|m| &m.key));
         }
         self.shared
+            .observer
             .counters
-            .evicted(batch.entries.len() as u64, batch.bytes_freed);
+            .evicted_bytes(batch.bytes_freed);
         for meta in &batch.entries {
+            self.shared
+                .observer
+                .evicted(&meta.key, reason, meta.stored_size);
             tracing::debug!(key = %meta.key, reason = reason.as_str(), stored = meta.stored_size, "evicted");
             if let Some(listener) = &evictor.listener {
                 listener(meta, reason);

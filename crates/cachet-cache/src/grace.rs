@@ -54,8 +54,8 @@ impl Cache {
     {
         let resolved = ResolvedKey::new(&key, &self.namespace)?;
         let cache_key = resolved.key.clone();
-        if let Some((value, bytes)) = self.read_value::<T>(&cache_key).await? {
-            self.hit(&cache_key, bytes, false);
+        if let Some((value, served)) = self.read_value::<T>(&cache_key).await? {
+            self.hit(&cache_key, served, false);
             return Ok(value);
         }
         let Some((stale, bytes)) = self.read_stale::<T>(&cache_key).await? else {

@@ -1,7 +1,8 @@
 //! # cachet-cache
 //!
 //! Cache semantics over the cachet storage engine: keys derived from parameters, TTL,
-//! an integrity policy, single-flight computation (`get_with`), stats, and a blocking wrapper.
+//! an integrity policy, single-flight computation (`get_with`), stats, events, metrics and
+//! spans, and a blocking wrapper.
 //! Most users reach it through the `cachet` facade crate.
 //!
 //! ```
@@ -101,6 +102,30 @@
 //! (stale-while-revalidate, bounded by [`CacheBuilder::soft_timeout`]). Plain reads never
 //! return an expired value, and the stale value, being the durable entry, survives restarts.
 //!
+//! ## Observability
+//! - **Events**: [`Cache::subscribe`] returns a broadcast receiver of [`CacheEvent`]s (`Hit`
+//!   with its [`Tier`], `Miss`, `Put`, `Invalidated`, `Expired`, `Evicted` with its
+//!   [`EvictionReason`], `Error`), published by every clone and view of the cache. A receiver
+//!   more than [`event_capacity`](CacheBuilder::event_capacity) events behind is told how many
+//!   it lost; while nobody subscribes, no event is built.
+//! - **Metrics** through the [`metrics`](https://docs.rs/metrics) facade, for any exporter
+//!   (Prometheus, StatsD, OpenTelemetry): `cachet_hits_total{tier}`, `cachet_misses_total`,
+//!   `cachet_puts_total`, `cachet_bytes_read_total`, `cachet_bytes_written_total`,
+//!   `cachet_invalidations_total`, `cachet_evictions_total{reason}`,
+//!   `cachet_expirations_total`, `cachet_errors_total{operation}`,
+//!   `cachet_computations_total`, and the histogram `cachet_operation_seconds{operation}` of
+//!   operations that reach the durable tier (memory hits are not timed). Names in
+//!   [`observe::names`]; [`metrics_label`](CacheBuilder::metrics_label) adds `cache="name"`.
+//!   The metrics are registered with the recorder installed when the cache is built: install
+//!   it first.
+//! - **Spans**: every public async operation runs in a `DEBUG` span named after it, with the
+//!   fields `key`, `outcome` (`hit`, `miss`, `computed`, `stored`, `removed`), `tier` and
+//!   `bytes` recorded as they become known.
+//!
+//! Stats, metrics and events come from one place and agree: each `Hit` event is one
+//! [`CacheStats::hits`] and one `cachet_hits_total`. Details, a Prometheus setup and the
+//! measured overhead: docs/OBSERVABILITY.md.
+//!
 //! ## Blocking
 //! [`blocking::Cache`] is the same API for synchronous code; it must not be called from
 //! inside an async runtime (it returns `Error::Unsupported` there instead of panicking).
@@ -116,19 +141,22 @@
 pub mod blocking;
 mod builder;
 mod cache;
+mod events;
 mod eviction;
 mod flight;
 mod grace;
 mod key;
 mod manage;
 mod memory;
+pub mod observe;
 mod options;
 mod stats;
 mod writer;
 
 pub use builder::{BLOBS_DIR, CacheBuilder, INDEX_FILE};
 pub use cache::{Cache, CleanupReport, memo_key};
-pub use eviction::{EvictionListener, EvictionPolicy, EvictionReason, EvictionReport};
+pub use events::{CacheEvent, EvictionReason, Tier};
+pub use eviction::{EvictionListener, EvictionPolicy, EvictionReport};
 pub use key::IntoCacheKey;
 pub use options::{Insert, InsertBytes, InsertFuture, InsertOptions, parse_ttl};
 pub use stats::CacheStats;

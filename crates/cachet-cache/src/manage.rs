@@ -12,10 +12,12 @@ use cachet_storage::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::field::Empty;
 
 use crate::cache::{Cache, is_live};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::memory::{MemoryEntry, MemoryTier, Ticket, decode_raw};
+use crate::observe::Served;
 use crate::options::InsertOptions;
 use std::sync::Arc;
 
@@ -73,11 +75,13 @@ impl Cache {
     /// assert!(matches!(cache.update("nope", &0).await, Err(cachet_core::Error::NotFound { .. })));
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "update", skip_all, fields(key = Empty, bytes = Empty, outcome = Empty))]
     pub async fn update<T: Serialize + ?Sized>(
         &self,
         key: impl IntoCacheKey,
         value: &T,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("update");
         let key = self.key(&key)?;
         let existing = self.require_live(&key, "update").await?;
         let _forget = self.forget_after(|| vec![key.clone()]);
@@ -97,11 +101,13 @@ impl Cache {
     }
 
     /// Replaces the value of a live entry with raw bytes (see [`update`](Self::update)).
+    #[tracing::instrument(level = "debug", name = "update_bytes", skip_all, fields(key = Empty, bytes = Empty, outcome = Empty))]
     pub async fn update_bytes(
         &self,
         key: impl IntoCacheKey,
         data: impl AsRef<[u8]>,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("update_bytes");
         let key = self.key(&key)?;
         let existing = self.require_live(&key, "update").await?;
         let _forget = self.forget_after(|| vec![key.clone()]);
@@ -137,11 +143,13 @@ impl Cache {
     /// assert_eq!(got, [Some(1), None, Some(3)]);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "get_many", skip_all)]
     pub async fn get_many<T, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<Option<T>>>
     where
         T: DeserializeOwned,
         K: IntoCacheKey,
     {
+        let _timer = self.shared.observer.timer("get_many");
         let keys = self.keys(keys)?;
         if let Some(tier) = &self.shared.memory {
             return self.get_many_tiered(tier, &keys).await;
@@ -201,8 +209,7 @@ impl Cache {
             let found = match held {
                 Some(entry) => {
                     let value = entry.decode::<T>(key)?;
-                    self.shared.counters.memory_hit();
-                    Some((value, entry.raw_size()))
+                    Some((value, Served::memory(entry.raw_size())))
                 }
                 None => match looked_up.next().expect("one lookup per key not held") {
                     (_, None) => None,
@@ -219,7 +226,7 @@ impl Cache {
                             Ok(raw) => {
                                 let value = decode_raw::<T>(key, &entry.meta.data_type, &raw)?;
                                 tier.backfill(ticket, &entry.meta, &raw, self.now());
-                                Some((value, entry.meta.raw_size))
+                                Some((value, entry.meta.raw_size.into()))
                             }
                             Err(e) => self.integrity(key, e)?,
                         }
@@ -245,8 +252,7 @@ impl Cache {
             let found = match held {
                 Some(entry) => {
                     let bytes = entry.bytes(key)?;
-                    self.shared.counters.memory_hit();
-                    Some((bytes, entry.raw_size()))
+                    Some((bytes, Served::memory(entry.raw_size())))
                 }
                 None => match looked_up.next().expect("one lookup per key not held") {
                     (_, None) => None,
@@ -262,7 +268,7 @@ impl Cache {
                         match raw {
                             Ok(bytes) => {
                                 tier.backfill(*ticket, &entry.meta, &bytes, self.now());
-                                Some((bytes, entry.meta.raw_size))
+                                Some((bytes, entry.meta.raw_size.into()))
                             }
                             Err(e) => self.integrity(key, e)?,
                         }
@@ -275,10 +281,12 @@ impl Cache {
     }
 
     /// Reads many raw-bytes entries with one index round trip (see [`get_many`](Self::get_many)).
+    #[tracing::instrument(level = "debug", name = "get_bytes_many", skip_all)]
     pub async fn get_bytes_many<K: IntoCacheKey>(
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<Option<Bytes>>> {
+        let _timer = self.shared.observer.timer("get_bytes_many");
         let keys = self.keys(keys)?;
         if let Some(tier) = &self.shared.memory {
             return self.get_bytes_many_tiered(tier, &keys).await;
@@ -311,7 +319,10 @@ impl Cache {
     }
 
     fn keys<K: IntoCacheKey>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<CacheKey>> {
-        keys.into_iter().map(|k| self.key(&k)).collect()
+        // Not through `key`: a batch's span has no `key` field.
+        keys.into_iter()
+            .map(|k| k.to_cache_key(&self.namespace))
+            .collect()
     }
 
     /// Looks up keys in one round trip; expired entries and (unless strict) entries whose
@@ -323,7 +334,8 @@ impl Cache {
             .zip(looked_up)
             .map(|(key, slot)| match slot {
                 Ok(Some(entry)) if is_live(&entry.meta, now) => Ok(Some(entry)),
-                Ok(_) => Ok(None),
+                Ok(Some(_)) => Ok(self.expired(key)),
+                Ok(None) => Ok(None),
                 Err(e) => self.integrity(key, e),
             })
             .collect()
@@ -333,6 +345,7 @@ impl Cache {
     /// row in **one transaction**. Returns the entries' metadata, in order.
     ///
     /// See [`get_many`](Self::get_many) for an example.
+    #[tracing::instrument(level = "debug", name = "insert_many", skip_all)]
     pub async fn insert_many<'v, K, T>(
         &self,
         items: impl IntoIterator<Item = (K, &'v T)>,
@@ -342,6 +355,7 @@ impl Cache {
         K: IntoCacheKey,
         T: Serialize + ?Sized + 'v,
     {
+        let _timer = self.shared.observer.timer("insert_many");
         let mut batch = Vec::new();
         for (key, value) in items {
             let key = ResolvedKey::new(&key, &self.namespace)?;
@@ -353,12 +367,14 @@ impl Cache {
             });
         }
         let _forget = self.forget_after(|| batch.iter().map(|i| i.key.clone()).collect());
-        let metas = self.shared.store.put_many(batch).await?;
+        let metas = (self.shared.store.put_many(batch).await)
+            .inspect_err(|e| self.shared.observer.failed(None, "write", e))?;
         metas.iter().for_each(|m| self.record_insert(m));
         Ok(metas)
     }
 
     /// Stores many raw-bytes values with the same options in one transaction.
+    #[tracing::instrument(level = "debug", name = "insert_bytes_many", skip_all)]
     pub async fn insert_bytes_many<K, B>(
         &self,
         items: impl IntoIterator<Item = (K, B)>,
@@ -368,6 +384,7 @@ impl Cache {
         K: IntoCacheKey,
         B: Into<Bytes>,
     {
+        let _timer = self.shared.observer.timer("insert_bytes_many");
         let mut batch = Vec::new();
         for (key, data) in items {
             let key = ResolvedKey::new(&key, &self.namespace)?;
@@ -375,7 +392,8 @@ impl Cache {
             batch.push(BatchItem::bytes(key.key, data, put));
         }
         let _forget = self.forget_after(|| batch.iter().map(|i| i.key.clone()).collect());
-        let metas = self.shared.store.put_many(batch).await?;
+        let metas = (self.shared.store.put_many(batch).await)
+            .inspect_err(|e| self.shared.observer.failed(None, "write", e))?;
         metas.iter().for_each(|m| self.record_insert(m));
         Ok(metas)
     }
@@ -383,6 +401,7 @@ impl Cache {
     /// Replaces the values of many live entries in one transaction (see
     /// [`update`](Self::update) for what is kept). One flag per item, in order: `false` when
     /// there was no live entry (nothing is created for it).
+    #[tracing::instrument(level = "debug", name = "update_many", skip_all)]
     pub async fn update_many<'v, K, T>(
         &self,
         items: impl IntoIterator<Item = (K, &'v T)>,
@@ -391,6 +410,7 @@ impl Cache {
         K: IntoCacheKey,
         T: Serialize + ?Sized + 'v,
     {
+        let _timer = self.shared.observer.timer("update_many");
         let mut batch = Vec::new();
         for (key, value) in items {
             let key = self.key(&key)?;
@@ -424,23 +444,31 @@ impl Cache {
 
     /// Deletes many entries in one transaction; one flag per key, in order: whether an entry
     /// (live or expired) existed. Blobs no other entry shares are reclaimed.
+    #[tracing::instrument(level = "debug", name = "invalidate_many", skip_all)]
     pub async fn invalidate_many<K: IntoCacheKey>(
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<bool>> {
+        let _timer = self.shared.observer.timer("invalidate_many");
         let keys = self.keys(keys)?;
         let _forget = self.forget_after(|| keys.clone());
-        self.shared.store.delete_many(&keys).await
+        let removed = self.shared.store.delete_many(&keys).await?;
+        (keys.iter().zip(&removed))
+            .filter(|(_, removed)| **removed)
+            .for_each(|(key, _)| self.shared.observer.invalidated(key));
+        Ok(removed)
     }
 
     /// Resets the TTL of many live entries to `ttl` from now (`None`: the cache's default TTL,
     /// or no expiry), reading them with one round trip and changing them in one transaction.
     /// One flag per key, in order: `false` when there was no live entry.
+    #[tracing::instrument(level = "debug", name = "touch_many", skip_all)]
     pub async fn touch_many<K: IntoCacheKey>(
         &self,
         keys: impl IntoIterator<Item = K>,
         ttl: Option<Duration>,
     ) -> Result<Vec<bool>> {
+        let _timer = self.shared.observer.timer("touch_many");
         let ttl = ttl.or(self.shared.default_ttl);
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::config("ttl", "a TTL must be longer than zero"));
@@ -473,7 +501,9 @@ impl Cache {
     /// assert_eq!(good[0].user_metadata.as_ref().unwrap()["model"], "xgboost");
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "find", skip_all)]
     pub async fn find(&self, filter: &EntryFilter, limit: usize) -> Result<Vec<EntryMeta>> {
+        let _timer = self.shared.observer.timer("find");
         let now = self.now();
         let mut pages = self.shared.store.pages(self.scoped(filter), FIND_PAGE);
         let mut found = Vec::new();
@@ -510,11 +540,13 @@ impl Cache {
     /// assert_eq!(cache.index_stats().await?.entries, 1);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "invalidate_where", skip_all, fields(dry_run = dry_run))]
     pub async fn invalidate_where(
         &self,
         filter: &EntryFilter,
         dry_run: bool,
     ) -> Result<DeleteReport> {
+        let _timer = self.shared.observer.timer("invalidate_where");
         // Cleared if the deletion fails or is cancelled midway (which keys went is unknown).
         let clear = (!dry_run).then(|| self.clear_after()).flatten();
         let report = self
@@ -524,6 +556,12 @@ impl Cache {
             .await?;
         if let Some(clear) = clear {
             clear.defuse(&report.keys);
+        }
+        if !dry_run {
+            report
+                .keys
+                .iter()
+                .for_each(|k| self.shared.observer.invalidated(k));
         }
         tracing::info!(entries = report.entries(), dry_run, "invalidate_where");
         Ok(report)
@@ -543,6 +581,7 @@ impl Cache {
     /// assert!(cache.contains_key("hr").await?);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "invalidate_tag", skip_all, fields(tag = %tag))]
     pub async fn invalidate_tag(&self, tag: &str) -> Result<DeleteReport> {
         self.invalidate_where(&EntryFilter::all().tag(tag), false)
             .await
@@ -561,6 +600,7 @@ impl Cache {
     /// assert_eq!(b.get::<i32>("x").await?, Some(2));
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "invalidate_namespace", skip_all)]
     pub async fn invalidate_namespace(&self) -> Result<DeleteReport> {
         self.invalidate_where(&EntryFilter::all(), false).await
     }
@@ -583,12 +623,14 @@ impl Cache {
     /// assert_eq!(cache.index_stats().await?.blobs, 1);
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "copy", skip_all, fields(overwrite = overwrite))]
     pub async fn copy(
         &self,
         from: impl IntoCacheKey,
         to: impl IntoCacheKey,
         overwrite: bool,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("copy");
         let (from, to) = (self.key(&from)?, self.key(&to)?);
         let Some(source) = self.lookup_live(&from).await? else {
             return Err(not_live(&from, "copy"));
@@ -619,12 +661,14 @@ impl Cache {
     /// assert_eq!(cache.get::<String>("final").await?.as_deref(), Some("numbers"));
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "rename", skip_all, fields(overwrite = overwrite))]
     pub async fn rename(
         &self,
         from: impl IntoCacheKey,
         to: impl IntoCacheKey,
         overwrite: bool,
     ) -> Result<EntryMeta> {
+        let _timer = self.shared.observer.timer("rename");
         let (from, to) = (self.key(&from)?, self.key(&to)?);
         let source = self.require_live(&from, "rename").await?;
         let _forget = self.forget_after(|| vec![from.clone(), to.clone()]);
@@ -651,12 +695,14 @@ impl Cache {
     /// assert_eq!(target.get::<Vec<u8>>("a").await?, Some(vec![1, 2, 3]));
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "export", skip_all)]
     pub async fn export<W: tokio::io::AsyncWrite + Unpin + Send>(
         &self,
         out: W,
         options: &ExportOptions,
         progress: impl FnMut(&ExportReport),
     ) -> Result<ExportReport> {
+        let _timer = self.shared.observer.timer("export");
         let mut options = options.clone();
         options.filter = self.scoped(&options.filter);
         self.shared.store.export(out, &options, progress).await
@@ -665,12 +711,14 @@ impl Cache {
     /// Reads an archive written by [`export`](Self::export) into this cache, verifying every
     /// entry's digest (see `Store::import`): a damaged entry is reported and not imported, the
     /// others are. Entries keep the namespaces they were exported from.
+    #[tracing::instrument(level = "debug", name = "import", skip_all)]
     pub async fn import<R: tokio::io::AsyncRead + Unpin + Send>(
         &self,
         input: R,
         options: &ImportOptions,
         progress: impl FnMut(&ImportReport),
     ) -> Result<ImportReport> {
+        let _timer = self.shared.observer.timer("import");
         let _clear = self.clear_after(); // the archive's keys are not listed
         self.shared.store.import(input, options, progress).await
     }
@@ -686,21 +734,25 @@ impl Cache {
     /// assert!(report.is_clean());
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(level = "debug", name = "verify", skip_all)]
     pub async fn verify(
         &self,
         options: &VerifyOptions,
         progress: impl FnMut(&VerifyProgress),
     ) -> Result<VerifyReport> {
+        let _timer = self.shared.observer.timer("verify");
         self.shared.store.verify(options, progress).await
     }
 
     /// Verifies, then removes what is broken and reclaims unreferenced blobs (with
     /// `dry_run`, only reports what it would remove); see `Store::repair`.
+    #[tracing::instrument(level = "debug", name = "repair", skip_all)]
     pub async fn repair(
         &self,
         options: &RepairOptions,
         progress: impl FnMut(&VerifyProgress),
     ) -> Result<RepairReport> {
+        let _timer = self.shared.observer.timer("repair");
         let _clear = self.clear_after();
         self.shared.store.repair(options, progress).await
     }

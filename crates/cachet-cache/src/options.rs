@@ -369,9 +369,11 @@ impl<'a, T: Serialize + Sync + ?Sized> IntoFuture for Insert<'a, T> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let key = self.key?;
+            let reported = key.key.clone();
             self.cache
                 .insert_resolved(key, self.value, &self.options)
                 .await
+                .inspect_err(|e| (self.cache.shared.observer).failed(Some(&reported), "write", e))
         })
     }
 }
@@ -406,9 +408,11 @@ impl<'a, B: AsRef<[u8]> + Send + Sync + 'a> IntoFuture for InsertBytes<'a, B> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let key = self.key?;
+            let reported = key.key.clone();
             self.cache
                 .insert_bytes_resolved(key, self.data.as_ref(), &self.options)
                 .await
+                .inspect_err(|e| (self.cache.shared.observer).failed(Some(&reported), "write", e))
         })
     }
 }

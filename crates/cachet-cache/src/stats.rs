@@ -1,4 +1,4 @@
-//! Hit, miss and byte counters.
+//! Hit, miss and byte counters (updated through [`crate::observe::Observer`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,6 +26,11 @@ pub struct CacheStats {
     /// Of the hits, those served by the memory tier (see
     /// [`CacheBuilder::memory_tier`](crate::CacheBuilder::memory_tier)).
     pub memory_hits: u64,
+    /// Entries deleted by callers (`invalidate`, `invalidate_many`, `invalidate_where`, ...).
+    pub invalidations: u64,
+    /// Expired entries found by value reads (each such read is also a miss; a key read twice
+    /// after its expiry counts twice) or deleted by `cleanup_expired`.
+    pub expirations: u64,
     /// Of the misses, reads of the `get_with` family answered with a value that had expired
     /// less than the grace period ago, because the computation failed or was slower than the
     /// soft timeout (see [`CacheBuilder::grace`](crate::CacheBuilder::grace)).
@@ -59,6 +64,8 @@ pub(crate) struct Counters {
     integrity_failures: AtomicU64,
     computations: AtomicU64,
     memory_hits: AtomicU64,
+    invalidations: AtomicU64,
+    expirations: AtomicU64,
     evictions: AtomicU64,
     evicted_bytes: AtomicU64,
     stale_hits: AtomicU64,
@@ -84,8 +91,7 @@ impl Counters {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub(crate) fn evicted(&self, entries: u64, bytes: u64) {
-        self.evictions.fetch_add(entries, Ordering::Relaxed);
+    pub(crate) fn evicted_bytes(&self, bytes: u64) {
         self.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -101,6 +107,18 @@ impl Counters {
         self.computations.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn invalidation(&self) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expiration(&self) {
+        self.expirations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn eviction(&self) {
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -111,6 +129,8 @@ impl Counters {
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             computations: self.computations.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
             stale_hits: self.stale_hits.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
             evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),

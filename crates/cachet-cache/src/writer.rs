@@ -113,6 +113,8 @@ impl CacheWriter {
     }
 
     /// Completes the value and commits the entry; returns its metadata.
+    #[tracing::instrument(level = "debug", name = "writer_finish", skip_all,
+        fields(key = %self.key.key, bytes = tracing::field::Empty, outcome = tracing::field::Empty))]
     pub async fn finish(mut self) -> Result<EntryMeta> {
         if let Some(field) = self.late_option {
             if let Some(inner) = self.inner.take() {
@@ -129,7 +131,10 @@ impl CacheWriter {
             .take()
             .ok_or_else(|| Error::config("writer", "the writer was not started"))?;
         let _forget = self.cache.forget_after(|| vec![self.key.key.clone()]);
-        let meta = inner.finish().await?;
+        let _timer = self.cache.shared.observer.timer("writer_finish");
+        let meta = (inner.finish().await).inspect_err(|e| {
+            (self.cache.shared.observer).failed(Some(&self.key.key), "write", e)
+        })?;
         self.cache.record_insert(&meta);
         Ok(meta)
     }

@@ -468,3 +468,19 @@ async fn run_eviction_without_a_policy_is_a_config_error() {
         Err(Error::Config { .. })
     ));
 }
+
+#[tokio::test]
+async fn subscribers_see_each_eviction_with_its_reason() {
+    let h = harness(EvictionPolicy::lru().max_entries(1).watermarks(1.0, 1.0)).await;
+    let mut events = h.cache.subscribe();
+    h.write(&["old", "new"]).await;
+    h.cache.run_eviction().await.unwrap();
+    let mut evicted = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let cachet_cache::CacheEvent::Evicted { key, reason, .. } = event {
+            evicted.push((key.id().to_owned(), reason));
+        }
+    }
+    assert_eq!(evicted, [("old".to_owned(), EvictionReason::MaxEntries)]);
+    assert_eq!(h.cache.stats().evictions, 1);
+}

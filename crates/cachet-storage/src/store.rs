@@ -99,6 +99,8 @@ pub struct ExpiredReport {
     pub blobs_deleted: u64,
     /// Bytes those blobs occupied.
     pub bytes_freed: u64,
+    /// The keys of the entries deleted, batch by batch.
+    pub keys: Vec<CacheKey>,
 }
 
 /// How a commit may apply, beyond the value itself: under which condition on the key, and with
@@ -777,6 +779,9 @@ impl Store {
                 break;
             }
             report.entries_removed += batch.entries.len() as u64;
+            report
+                .keys
+                .extend(batch.entries.iter().map(|m| m.key.clone()));
             report.blobs_deleted += batch.blobs_deleted;
             report.bytes_freed += batch.blob_bytes_deleted;
         }

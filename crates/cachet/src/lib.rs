@@ -86,7 +86,8 @@
 //! ([`CacheBuilder::index_backend`], [`CacheBuilder::blob_backend`]) are available.
 //!
 //! ## The crates underneath
-//! - [`cachet_cache`]: keys, TTL, single flight, stats, the blocking wrapper ([`Cache`]).
+//! - [`cachet_cache`]: keys, TTL, single flight, stats, events ([`Cache::subscribe`]), metrics
+//!   ([`observe`]), the blocking wrapper ([`Cache`]).
 //! - [`cachet_storage`]: the engine ([`Store`]): framing, compression, hashing, signing,
 //!   content-addressed blobs, garbage collection.
 //! - [`cachet_core`]: the backend traits, key derivation ([`Params`], [`CacheKey`]), entry
@@ -94,9 +95,10 @@
 #![forbid(unsafe_code)]
 
 pub use cachet_cache::{
-    BLOBS_DIR, Cache, CacheBuilder, CacheStats, CacheWriter, CleanupReport, EvictionListener,
-    EvictionPolicy, EvictionReason, EvictionReport, INDEX_FILE, Insert, InsertBytes, InsertFuture,
-    InsertOptions, IntoCacheKey, blocking, memo_key, parse_ttl,
+    BLOBS_DIR, Cache, CacheBuilder, CacheEvent, CacheStats, CacheWriter, CleanupReport,
+    EvictionListener, EvictionPolicy, EvictionReason, EvictionReport, INDEX_FILE, Insert,
+    InsertBytes, InsertFuture, InsertOptions, IntoCacheKey, Tier, blocking, memo_key, observe,
+    parse_ttl,
 };
 pub use cachet_core::{
     BlobBackend, BlobCapabilities, BlobId, BoxError, CacheKey, Clock, Comparison, Compression,

@@ -71,7 +71,7 @@ fn value(seed: u8) -> Vec<u8> {
 
 impl Harness {
     /// Writes `ids` two seconds apart (in order), each a 1 KB inline value, and leaves the
-    /// clock two seconds after the last (past the default `protect_recent` of 1 s).
+    /// clock two seconds after the last (past the default `protect_recent` of 100 ms).
     async fn write(&self, ids: &[&str]) {
         for (i, id) in ids.iter().enumerate() {
             self.cache.insert_bytes(*id, value(i as u8)).await.unwrap();

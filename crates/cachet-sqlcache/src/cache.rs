@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, SqlCacheError};
 use crate::fetcher::{FetchRequest, Fetcher};
-use crate::range::{Point, Span, difference, merge_close, normalize};
+use crate::range::{FIRST_DAY, LAST_DAY, Point, Span, difference, merge_close, normalize};
 use crate::spec::{
     Bound, Column, ColumnType, TableSpec, bound_point, from_sql, point_json, point_sql, to_sql,
     value_point,
@@ -696,6 +696,8 @@ where
         match self.inner.spec.range_column().map(|c| c.ty) {
             None => WHOLE,
             Some(ColumnType::Float) => Span::new(Point::Float(f64::MIN), Point::Float(f64::MAX)),
+            // Every date with a four-digit year, as text compares them (9999-12-31 excluded).
+            Some(ColumnType::Date) => Span::new(Point::Int(FIRST_DAY), Point::Int(LAST_DAY)),
             Some(_) => Span::new(Point::Int(i64::MIN), Point::Int(i64::MAX)),
         }
     }

@@ -218,9 +218,15 @@ pub fn parse_date(text: &str) -> Result<i64, SqlCacheError> {
     Ok(days)
 }
 
-/// Formats days since 1970-01-01 as `YYYY-MM-DD`.
+/// 0000-01-01, the first date with a four-digit year, in days since 1970-01-01.
+pub const FIRST_DAY: i64 = -719_528;
+/// 9999-12-31, the last date with a four-digit year.
+pub const LAST_DAY: i64 = 2_932_896;
+
+/// Formats days since 1970-01-01 as `YYYY-MM-DD` (clamped to years 0000-9999, the dates
+/// that sort as text).
 pub fn format_date(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = civil_from_days(days.clamp(FIRST_DAY, LAST_DAY));
     format!("{y:04}-{m:02}-{d:02}")
 }
 

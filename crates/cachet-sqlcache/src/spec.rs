@@ -223,6 +223,16 @@ impl TableSpec {
                 ));
             }
         }
+        if let Some(filter) = self.filters.iter().find(|f| !self.primary_key.contains(f)) {
+            // Otherwise rows of two filter values with the same key would replace each other.
+            return Err(SqlCacheError::spec(
+                "filter",
+                format!(
+                    "filter column `{filter}` must be part of the primary key (rows of \
+                     different `{filter}` values must not share a key)"
+                ),
+            ));
+        }
         if let Some(range) = &self.range {
             let column = self.column_named(range)?;
             if !column.ty.orders_a_range() || column.nullable {
@@ -339,7 +349,8 @@ impl TableSpec {
     }
 
     /// An append-only event log: integer `id` as primary key and range; add the columns
-    /// (and filters, e.g. a stream name).
+    /// (and filters, e.g. a stream name, which must join the primary key:
+    /// `.filter("stream").primary_key(["stream", "id"])`).
     pub fn event_log(name: &str, id: &str) -> TableSpec {
         TableSpec::new(name)
             .column(id, ColumnType::Integer)

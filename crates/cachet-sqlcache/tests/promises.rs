@@ -465,3 +465,18 @@ async fn wrong_filters_and_bounds_are_refused_with_the_column_named() {
         Err(SqlCacheError::InvalidValue { .. })
     ));
 }
+
+#[test]
+fn a_filter_outside_the_primary_key_is_refused() {
+    let spec = TableSpec::event_log("events", "id")
+        .column("stream", ColumnType::Text)
+        .filter("stream");
+    match spec.validate() {
+        Err(SqlCacheError::Spec { field, message }) => {
+            assert_eq!(field, "filter");
+            assert!(message.contains("`stream`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(spec.primary_key(["stream", "id"]).validate().is_ok());
+}

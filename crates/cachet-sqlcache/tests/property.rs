@@ -34,10 +34,13 @@ fn source_rows(stream: &str, start: i64, end: i64) -> Vec<Event> {
 
 const TTL_MS: i64 = 1_000;
 
-/// Records each request with the clock time it was made at.
+/// One request: stream, start, end, and the clock time it was made at.
+type Request = (String, i64, i64, i64);
+
+/// Records each request.
 struct Log {
     clock: ManualClock,
-    requests: Arc<Mutex<Vec<(String, i64, i64, i64)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 #[async_trait::async_trait]

@@ -125,6 +125,10 @@ pub use cachet_macros::memoize;
 #[path = "memoize.rs"]
 pub mod __private;
 
+/// The pull-through cache for tabular data fetched by range (feature `sqlcache`).
+#[cfg(feature = "sqlcache")]
+pub use cachet_sqlcache as sqlcache;
+
 /// Storage backends, one module per backend feature.
 pub mod backends {
     /// In-process index and blob store (`memory://`), always available.

@@ -187,15 +187,7 @@ where
     ) -> Result<SqlCache<R>> {
         spec.validate()?;
         let path_text = path.as_ref().display().to_string();
-        let fail = |operation: &str| {
-            let path = path_text.clone();
-            let operation = operation.to_owned();
-            move |source| SqlCacheError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let fail = |operation: &str| sqlite_failure(&path_text, operation);
         let mut conn = Connection::open(path.as_ref()).map_err(fail("open"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(fail("set busy timeout"))?;
@@ -898,13 +890,21 @@ where
     }
 
     fn fail(&self, operation: &str) -> impl FnOnce(rusqlite::Error) -> SqlCacheError + use<R> {
-        let path = self.inner.path.clone();
-        let operation = operation.to_owned();
-        move |source| SqlCacheError::Sqlite {
-            path,
-            operation,
-            source,
-        }
+        sqlite_failure(&self.inner.path, operation)
+    }
+}
+
+/// Turns an SQLite error into one naming the file and what was being done.
+fn sqlite_failure(
+    path: &str,
+    operation: &str,
+) -> impl FnOnce(rusqlite::Error) -> SqlCacheError + use<> {
+    let path = path.to_owned();
+    let operation = operation.to_owned();
+    move |source| SqlCacheError::Sqlite {
+        path,
+        operation,
+        source,
     }
 }
 
@@ -973,15 +973,7 @@ impl Filters {
 /// Creates the table, or checks that the existing one has the spec's schema (adding the
 /// spec's new nullable columns).
 fn ensure_table(conn: &mut Connection, spec: &TableSpec, path: &str) -> Result<()> {
-    let fail = |operation: &str| {
-        let path = path.to_owned();
-        let operation = operation.to_owned();
-        move |source| SqlCacheError::Sqlite {
-            path,
-            operation,
-            source,
-        }
-    };
+    let fail = |operation: &str| sqlite_failure(path, operation);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail("begin the table check"))?;
@@ -1017,12 +1009,7 @@ fn ensure_table(conn: &mut Connection, spec: &TableSpec, path: &str) -> Result<(
                     "ALTER TABLE \"{}\" ADD COLUMN \"{}\" {}",
                     spec.name,
                     column.name,
-                    match column.ty {
-                        ColumnType::Integer | ColumnType::Bool | ColumnType::Timestamp => "INTEGER",
-                        ColumnType::Float => "REAL",
-                        ColumnType::Text | ColumnType::Date => "TEXT",
-                        ColumnType::Bytes => "BLOB",
-                    }
+                    column.ty.sql()
                 ))
                 .map_err(fail("add a column"))?;
             }

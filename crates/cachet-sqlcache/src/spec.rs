@@ -29,7 +29,7 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    fn sql(self) -> &'static str {
+    pub(crate) fn sql(self) -> &'static str {
         match self {
             ColumnType::Integer | ColumnType::Bool | ColumnType::Timestamp => "INTEGER",
             ColumnType::Float => "REAL",

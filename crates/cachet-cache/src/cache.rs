@@ -137,6 +137,20 @@ async fn release_key_lock(key: &CacheKey, lock: Box<dyn KeyLock>) {
     }
 }
 
+/// What one index read found for a key.
+enum Lookup {
+    Live(Box<StoredEntry>),
+    Expired(Box<StoredEntry>),
+    Absent,
+}
+
+/// What a value read found: the value, the expired entry in its place, or nothing.
+pub(crate) enum Read<T> {
+    Value(T, Served),
+    Expired(Box<StoredEntry>),
+    Absent,
+}
+
 pub(crate) fn is_live(meta: &EntryMeta, now: Timestamp) -> bool {
     meta.expires_at.is_none_or(|at| at > now)
 }
@@ -335,12 +349,26 @@ impl Cache {
         key: &CacheKey,
         report_expired: bool,
     ) -> Result<Option<StoredEntry>> {
+        Ok(match self.lookup_as(key, report_expired).await? {
+            Lookup::Live(entry) => Some(*entry),
+            Lookup::Expired(_) | Lookup::Absent => None,
+        })
+    }
+
+    /// One index read, telling a live entry from an expired one (for grace) and none.
+    async fn lookup_as(&self, key: &CacheKey, report_expired: bool) -> Result<Lookup> {
         match self.shared.store.lookup(key).await {
-            Ok(Some(entry)) if is_live(&entry.meta, self.now()) => Ok(Some(entry)),
-            Ok(Some(_)) if report_expired => Ok(self.expired(key)),
-            Ok(Some(_)) => Ok(None),
-            Ok(None) => Ok(None),
-            Err(e) => self.integrity(key, e),
+            Ok(Some(entry)) if is_live(&entry.meta, self.now()) => {
+                Ok(Lookup::Live(Box::new(entry)))
+            }
+            Ok(Some(entry)) => {
+                if report_expired {
+                    self.shared.observer.expired(key);
+                }
+                Ok(Lookup::Expired(Box::new(entry)))
+            }
+            Ok(None) => Ok(Lookup::Absent),
+            Err(e) => Ok(self.integrity::<Lookup>(key, e)?.unwrap_or(Lookup::Absent)),
         }
     }
 
@@ -372,36 +400,58 @@ impl Cache {
         key: &CacheKey,
         report_expired: bool,
     ) -> Result<Option<(T, Served)>> {
+        Ok(
+            match self.read_value_or_expired(key, report_expired).await? {
+                Read::Value(value, served) => Some((value, served)),
+                Read::Expired(_) | Read::Absent => None,
+            },
+        )
+    }
+
+    /// Reads a live value as [`read_value`](Self::read_value) does, or hands back the
+    /// expired entry it found instead (so grace needs no second index read).
+    pub(crate) async fn read_value_or_expired<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        report_expired: bool,
+    ) -> Result<Read<T>> {
+        let found = |decoded: Option<(T, Served)>| match decoded {
+            Some((value, served)) => Read::Value(value, served),
+            None => Read::Absent,
+        };
         let Some(tier) = &self.shared.memory else {
             let _timer = self.shared.observer.timer("get");
-            return match self.lookup_live_as(key, report_expired).await? {
-                Some(entry) => self.decode_entry(key, &entry).await,
-                None => Ok(None),
-            };
+            return Ok(match self.lookup_as(key, report_expired).await? {
+                Lookup::Live(entry) => found(self.decode_entry(key, &entry).await?),
+                Lookup::Expired(entry) => Read::Expired(entry),
+                Lookup::Absent => Read::Absent,
+            });
         };
         if let Some(entry) = tier.get(key, self.now()) {
             let value = entry.decode(key)?;
-            return Ok(Some((value, Served::memory(entry.raw_size()))));
+            return Ok(Read::Value(value, Served::memory(entry.raw_size())));
         }
         let _timer = self.shared.observer.timer("get");
         let ticket = tier.ticket(key);
-        let Some(entry) = self.lookup_live_as(key, report_expired).await? else {
-            return Ok(None);
+        let entry = match self.lookup_as(key, report_expired).await? {
+            Lookup::Live(entry) => entry,
+            Lookup::Expired(entry) => return Ok(Read::Expired(entry)),
+            Lookup::Absent => return Ok(Read::Absent),
         };
         if !matches!(
             entry.meta.data_type,
             cachet_core::DataType::MessagePack | cachet_core::DataType::Json
         ) {
             // The durable read's own `TypeMismatch`.
-            return self.decode_entry(key, &entry).await;
+            return Ok(found(self.decode_entry(key, &entry).await?));
         }
         let raw = match self.shared.store.read_raw(&entry).await {
             Ok(raw) => raw,
-            Err(e) => return self.integrity(key, e),
+            Err(e) => return Ok(found(self.integrity(key, e)?)),
         };
         let value = crate::memory::decode_raw(key, &entry.meta.data_type, &raw)?;
         tier.backfill(ticket, &entry.meta, &raw, self.now());
-        Ok(Some((value, entry.meta.raw_size.into())))
+        Ok(Read::Value(value, entry.meta.raw_size.into()))
     }
 
     /// Drops `keys` from the memory tier when the returned guard goes (after the durable
@@ -439,22 +489,32 @@ impl Cache {
         &self,
         key: &CacheKey,
     ) -> Result<Option<(T, u64)>> {
-        let Some(grace) = self.shared.grace.period else {
+        if self.shared.grace.period.is_none() {
             return Ok(None);
-        };
-        let now = self.now();
-        let entry = match self.shared.store.lookup(key).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(None),
-            Err(e) => return self.integrity(key, e),
-        };
-        match entry.meta.expires_at {
-            Some(at) if at <= now && now < at.plus(grace) => Ok(self
-                .decode_entry(key, &entry)
-                .await?
-                .map(|(value, served)| (value, served.bytes))),
-            _ => Ok(None),
         }
+        match self.lookup_as(key, false).await? {
+            Lookup::Expired(entry) => self.decode_stale(key, &entry).await,
+            Lookup::Live(_) | Lookup::Absent => Ok(None),
+        }
+    }
+
+    /// The value of an expired entry if it is still within the grace period.
+    pub(crate) async fn decode_stale<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        entry: &StoredEntry,
+    ) -> Result<Option<(T, u64)>> {
+        let within_grace = match (self.shared.grace.period, entry.meta.expires_at) {
+            (Some(grace), Some(at)) => self.now() < at.plus(grace),
+            _ => false,
+        };
+        if !within_grace {
+            return Ok(None);
+        }
+        Ok(self
+            .decode_entry(key, entry)
+            .await?
+            .map(|(value, served)| (value, served.bytes)))
     }
 
     /// A stale value served in place of a failed or slow computation.

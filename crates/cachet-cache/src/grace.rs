@@ -12,7 +12,7 @@ use cachet_core::{BoxError, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Read};
 use crate::key::{IntoCacheKey, ResolvedKey};
 use crate::options::InsertOptions;
 
@@ -54,11 +54,16 @@ impl Cache {
     {
         let resolved = ResolvedKey::new(&key, &self.namespace)?;
         let cache_key = resolved.key.clone();
-        if let Some((value, served)) = self.read_value::<T>(&cache_key).await? {
-            self.hit(&cache_key, served, false);
-            return Ok(value);
-        }
-        let Some((stale, bytes)) = self.read_stale::<T>(&cache_key).await? else {
+        // One index read: a live value is a hit, an expired one within grace the stale value.
+        let stale = match self.read_value_or_expired::<T>(&cache_key, true).await? {
+            Read::Value(value, served) => {
+                self.hit(&cache_key, served, false);
+                return Ok(value);
+            }
+            Read::Expired(entry) => self.decode_stale::<T>(&cache_key, &entry).await?,
+            Read::Absent => None,
+        };
+        let Some((stale, bytes)) = stale else {
             return self.try_get_with_options(resolved, options, init).await;
         };
         // Invalid options fail now, not in the background.

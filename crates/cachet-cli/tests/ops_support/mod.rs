@@ -161,3 +161,47 @@ pub fn index_keys(dir: &Path) -> Vec<String> {
 
 /// One hour.
 pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// Fills `dir` with what the archive and migrate tests move: a 300,000-byte blob, a serde
+/// value with params, a tag and typed metadata (expiring after `value_ttl`, if given), an
+/// inline value, and an entry in another namespace.
+pub async fn sample_cache(dir: &Path, value_ttl: Option<Duration>) {
+    let cache = Cache::open(dir).await.unwrap();
+    cache.insert_bytes("big", noise(300_000, 1)).await.unwrap();
+    let scores = vec![0.5f64; 10];
+    let value = cache
+        .insert(&cachet::params! { "model" => "xgb", "day" => 3 }, &scores)
+        .with_tag("nightly")
+        .with_meta("accuracy", 0.93);
+    match value_ttl {
+        Some(ttl) => value.with_ttl(ttl).await.unwrap(),
+        None => value.await.unwrap(),
+    };
+    cache.insert_bytes("small", b"tiny".to_vec()).await.unwrap();
+    let models = Cache::builder()
+        .directory(dir)
+        .namespace("models")
+        .build()
+        .await
+        .unwrap();
+    models
+        .insert_bytes("latest", noise(50_000, 2))
+        .await
+        .unwrap();
+    cache.flush().await.unwrap();
+    models.flush().await.unwrap();
+}
+
+/// The `columns` of every entry of `dir`'s index in key order (what is compared across
+/// caches).
+pub fn entries(dir: &Path, columns: &str) -> Vec<serde_json::Value> {
+    json_lines(&cachet(
+        dir,
+        &[
+            "--format",
+            "json",
+            "query",
+            &format!("SELECT {columns} FROM entries ORDER BY namespace, id"),
+        ],
+    ))
+}

@@ -149,10 +149,8 @@ impl EvictionBatch {
             .enumerate()
             .filter(|(_, meta)| self.is_candidate(meta))
             .map(|(i, meta)| {
-                let weight = half_life.map_or(0, |h| {
-                    EvictionOrder::aged_count(h, meta.access_count, meta.accessed_at, self.now)
-                });
-                (weight, meta.accessed_at.0, &meta.key, i, meta.stored_size)
+                let (weight, accessed_at) = self.rank(half_life, meta);
+                (weight, accessed_at, &meta.key, i, meta.stored_size)
             })
             .collect();
         ranked.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
@@ -177,12 +175,16 @@ impl EvictionBatch {
     /// `Error::Config` for an invalid order (see [`EvictionOrder::half_life_ms`]).
     pub fn sort_victims(&self, victims: &mut [EntryMeta]) -> Result<()> {
         let half_life = self.order.half_life_ms()?;
-        victims.sort_by_cached_key(|meta| {
-            let weight = half_life.map_or(0, |h| {
-                EvictionOrder::aged_count(h, meta.access_count, meta.accessed_at, self.now)
-            });
-            (weight, meta.accessed_at.0, meta.key.clone())
-        });
+        victims.sort_by_cached_key(|meta| (self.rank(half_life, meta), meta.key.clone()));
         Ok(())
+    }
+
+    /// An entry's place in eviction order, before the key breaks ties: its aged count (0
+    /// under LRU) and its last read.
+    fn rank(&self, half_life_ms: Option<i64>, meta: &EntryMeta) -> (u64, i64) {
+        let weight = half_life_ms.map_or(0, |h| {
+            EvictionOrder::aged_count(h, meta.access_count, meta.accessed_at, self.now)
+        });
+        (weight, meta.accessed_at.0)
     }
 }

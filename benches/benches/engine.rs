@@ -538,27 +538,10 @@ fn memory_tier(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
 
-    let dir = tempfile::Builder::new()
-        .prefix("cachet-bench-")
-        .tempdir()
-        .expect("temporary directory");
-    let cache = rt
-        .block_on(
-            Cache::builder()
-                .directory(dir.path())
-                .memory_tier(256 << 20)
-                .build(),
-        )
-        .expect("open cache");
     let names: Vec<String> = (0..FILLED).map(|i| format!("hit{i}")).collect();
-    let mut value = random_bytes(100, 1);
+    let (_dir, cache) = memory_tier_cache(&rt, &names);
     rt.block_on(async {
-        for (i, key) in names.iter().enumerate() {
-            stamp(&mut value, i as u64);
-            cache
-                .insert_bytes(key.as_str(), value.as_slice())
-                .await
-                .expect("prefill");
+        for i in 0..FILLED {
             cache
                 .insert(
                     format!("typed{i}").as_str(),
@@ -683,14 +666,9 @@ struct Point {
 
 /// A memory-tier hit (100 B, `get_bytes`) with each kind of observer: the targets are a hit
 /// that costs no more than 5 ns extra with nothing installed, and no clock read on it at all.
-fn observability(c: &mut Criterion) {
-    const FILLED: usize = 10_000;
-    let rt = runtime();
-    let mut group = c.benchmark_group("observability");
-    group
-        .throughput(Throughput::Elements(1))
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+/// An embedded cache with a 256 MiB memory tier holding a 100 B value under each of `names`
+/// (its directory goes when the returned guard does).
+fn memory_tier_cache(rt: &Runtime, names: &[String]) -> (tempfile::TempDir, Cache) {
     let dir = tempfile::Builder::new()
         .prefix("cachet-bench-")
         .tempdir()
@@ -703,7 +681,6 @@ fn observability(c: &mut Criterion) {
                 .build(),
         )
         .expect("open cache");
-    let names: Vec<String> = (0..FILLED).map(|i| format!("hit{i}")).collect();
     let mut value = random_bytes(100, 1);
     rt.block_on(async {
         for (i, key) in names.iter().enumerate() {
@@ -714,10 +691,23 @@ fn observability(c: &mut Criterion) {
                 .expect("prefill");
         }
     });
-    settle(&rt, &cache);
+    settle(rt, &cache);
+    (dir, cache)
+}
+
+fn observability(c: &mut Criterion) {
+    const FILLED: usize = 10_000;
+    let rt = runtime();
+    let mut group = c.benchmark_group("observability");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let names: Vec<String> = (0..FILLED).map(|i| format!("hit{i}")).collect();
+    let (_dir, cache) = memory_tier_cache(&rt, &names);
 
     let mut cursor = 0usize;
-    let mut hits = |rt: &Runtime, iters: u64, after_each: &mut dyn FnMut()| {
+    let mut hits = |rt: &Runtime, cache: &Cache, iters: u64, after_each: &mut dyn FnMut()| {
         rt.block_on(async {
             let start = Instant::now();
             for _ in 0..iters {
@@ -731,30 +721,36 @@ fn observability(c: &mut Criterion) {
     };
 
     group.bench_function("memory_hit_unobserved", |b| {
-        b.iter_custom(|iters| hits(&rt, iters, &mut || {}))
+        b.iter_custom(|iters| hits(&rt, &cache, iters, &mut || {}))
     });
     // Events are built and sent; the receiver takes each one (so it never lags).
     let mut events = cache.subscribe();
     group.bench_function("memory_hit_with_event_subscriber", |b| {
         b.iter_custom(|iters| {
-            hits(&rt, iters, &mut || {
+            hits(&rt, &cache, iters, &mut || {
                 black_box(events.try_recv().expect("an event per hit"));
             })
         })
     });
     drop(events);
-    // The Prometheus exporter's recorder (atomic counters, a histogram bucketer).
+    // The Prometheus exporter's recorder (atomic counters, a histogram bucketer). A cache
+    // binds its metric handles to the recorder installed when it is built, so this one is
+    // built under it.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let (_recorded_dir, recorded) =
+        metrics::with_local_recorder(&recorder, || memory_tier_cache(&rt, &names));
     group.bench_function("memory_hit_with_metrics_recorder", |b| {
-        b.iter_custom(|iters| {
-            metrics::with_local_recorder(&recorder, || hits(&rt, iters, &mut || {}))
-        })
+        b.iter_custom(|iters| hits(&rt, &recorded, iters, &mut || {}))
     });
+    assert!(
+        recorder.handle().render().contains("cachet_hits_total"),
+        "the hits were recorded"
+    );
     // A subscriber at INFO, as in production: the debug spans exist but are disabled.
     let dispatch = tracing::Dispatch::new(InfoSubscriber);
     group.bench_function("memory_hit_with_info_tracing_subscriber", |b| {
         b.iter_custom(|iters| {
-            tracing::dispatcher::with_default(&dispatch, || hits(&rt, iters, &mut || {}))
+            tracing::dispatcher::with_default(&dispatch, || hits(&rt, &cache, iters, &mut || {}))
         })
     });
     group.finish();

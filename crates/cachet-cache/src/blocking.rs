@@ -818,6 +818,8 @@ impl CacheBuilder {
         fn memory_tier_str(max_bytes: &str);
         /// See [`crate::CacheBuilder::memory_tier_ttl`].
         fn memory_tier_ttl(ttl: Duration);
+        /// See [`crate::CacheBuilder::memory_tier_ttl_str`].
+        fn memory_tier_ttl_str(ttl: &str);
         /// See [`crate::CacheBuilder::compression`].
         fn compression(compression: Compression);
         /// See [`crate::CacheBuilder::signing_key`].

@@ -1,5 +1,6 @@
 //! `CacheBuilder`: URLs to backends, options to a store, everything validated at once.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +66,6 @@ pub struct CacheBuilder {
     index: Option<Source<dyn MetadataBackend>>,
     blobs: Option<Source<dyn BlobBackend>>,
     default_ttl: Option<Duration>,
-    /// A `default_ttl_str` that did not parse (reported by `build`).
-    invalid_ttl: Option<String>,
     compression: Option<Compression>,
     signing_key: Option<KeySource>,
     strict_integrity: bool,
@@ -75,17 +74,15 @@ pub struct CacheBuilder {
     store_config: Option<StoreConfig>,
     allow_local_index_with_remote_blobs: bool,
     memory_tier: Option<u64>,
-    /// A `memory_tier_str` that did not parse (reported by `build`).
-    invalid_memory_tier: Option<String>,
     memory_tier_ttl: Duration,
     eviction: Option<EvictionPolicy>,
     eviction_listener: Option<EvictionListener>,
     grace: Option<Duration>,
-    /// A `grace_str` that did not parse (reported by `build`).
-    invalid_grace: Option<String>,
     soft_timeout: Duration,
     event_capacity: usize,
     metrics_label: Option<String>,
+    /// The `*_str` options that did not parse, by field, reported by `build`.
+    invalid: BTreeMap<&'static str, String>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -145,7 +142,6 @@ impl CacheBuilder {
             index: None,
             blobs: None,
             default_ttl: None,
-            invalid_ttl: None,
             compression: None,
             signing_key: None,
             strict_integrity: false,
@@ -154,15 +150,14 @@ impl CacheBuilder {
             store_config: None,
             allow_local_index_with_remote_blobs: false,
             memory_tier: None,
-            invalid_memory_tier: None,
             memory_tier_ttl: crate::memory::DEFAULT_MEMORY_TTL,
             eviction: None,
             eviction_listener: None,
             grace: None,
-            invalid_grace: None,
             soft_timeout: Duration::ZERO,
             event_capacity: crate::observe::DEFAULT_EVENT_CAPACITY,
             metrics_label: None,
+            invalid: BTreeMap::new(),
         }
     }
 
@@ -225,7 +220,7 @@ impl CacheBuilder {
     /// ```
     pub fn memory_tier(mut self, max_bytes: u64) -> Self {
         self.memory_tier = Some(max_bytes);
-        self.invalid_memory_tier = None;
+        self.invalid.remove("memory_tier");
         self
     }
 
@@ -233,12 +228,8 @@ impl CacheBuilder {
     /// `"1.5GiB"`, or a plain number of bytes. A string that does not parse fails `build`
     /// with `Error::Config { field: "memory_tier" }`.
     pub fn memory_tier_str(mut self, max_bytes: &str) -> Self {
-        match crate::memory::parse_size(max_bytes) {
-            Ok(bytes) => {
-                self.memory_tier = Some(bytes);
-                self.invalid_memory_tier = None;
-            }
-            Err(reason) => self.invalid_memory_tier = Some(reason),
+        if let Some(bytes) = self.parsed("memory_tier", crate::memory::parse_size(max_bytes)) {
+            self.memory_tier = Some(bytes);
         }
         self
     }
@@ -248,6 +239,16 @@ impl CacheBuilder {
     /// by another process can go unseen here. `Duration::MAX`: no bound.
     pub fn memory_tier_ttl(mut self, ttl: Duration) -> Self {
         self.memory_tier_ttl = ttl;
+        self.invalid.remove("memory_tier_ttl");
+        self
+    }
+
+    /// [`memory_tier_ttl`](Self::memory_tier_ttl) from a human duration (`"30s"`, `"5m"`); a
+    /// bad string makes `build` fail with a `Config` error naming `memory_tier_ttl`.
+    pub fn memory_tier_ttl_str(mut self, ttl: &str) -> Self {
+        if let Some(ttl) = self.parsed("memory_tier_ttl", parse_duration(ttl)) {
+            self.memory_tier_ttl = ttl;
+        }
         self
     }
 
@@ -255,7 +256,7 @@ impl CacheBuilder {
     /// longer than zero.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
-        self.invalid_ttl = None;
+        self.invalid.remove("default_ttl");
         self
     }
 
@@ -272,12 +273,8 @@ impl CacheBuilder {
     /// # Ok::<(), cachet_core::Error>(()) }).unwrap();
     /// ```
     pub fn default_ttl_str(mut self, ttl: &str) -> Self {
-        match crate::parse_ttl(ttl) {
-            Ok(ttl) => {
-                self.default_ttl = Some(ttl);
-                self.invalid_ttl = None;
-            }
-            Err(e) => self.invalid_ttl = Some(e.to_string()),
+        if let Some(ttl) = self.parsed("default_ttl", parse_duration(ttl)) {
+            self.default_ttl = Some(ttl);
         }
         self
     }
@@ -308,15 +305,15 @@ impl CacheBuilder {
     /// an expired value. The stale value is the durable entry: it survives restarts.
     pub fn grace(mut self, period: Duration) -> Self {
         self.grace = Some(period);
+        self.invalid.remove("grace");
         self
     }
 
     /// [`grace`](Self::grace) from a human duration (`"1h"`, `"7d"`); a bad string makes
     /// `build` fail with a `Config` error naming `grace`.
     pub fn grace_str(mut self, period: &str) -> Self {
-        match crate::options::parse_ttl(period) {
-            Ok(period) => self.grace = Some(period),
-            Err(e) => self.invalid_grace = Some(e.to_string()),
+        if let Some(period) = self.parsed("grace", parse_duration(period)) {
+            self.grace = Some(period);
         }
         self
     }
@@ -325,7 +322,35 @@ impl CacheBuilder {
     /// waits for the recomputation before returning the stale value (default zero: at once).
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
         self.soft_timeout = timeout;
+        self.invalid.remove("soft_timeout");
         self
+    }
+
+    /// [`soft_timeout`](Self::soft_timeout) from a human duration (`"500ms"`, `"2s"`); a bad
+    /// string makes `build` fail with a `Config` error naming `soft_timeout`.
+    pub fn soft_timeout_str(mut self, timeout: &str) -> Self {
+        if let Some(timeout) = self.parsed("soft_timeout", parse_duration(timeout)) {
+            self.soft_timeout = timeout;
+        }
+        self
+    }
+
+    /// Records the outcome of a `*_str` option: its value, or why `build` will refuse it.
+    fn parsed<T>(
+        &mut self,
+        field: &'static str,
+        parsed: std::result::Result<T, String>,
+    ) -> Option<T> {
+        match parsed {
+            Ok(value) => {
+                self.invalid.remove(field);
+                Some(value)
+            }
+            Err(reason) => {
+                self.invalid.insert(field, reason);
+                None
+            }
+        }
     }
 
     /// The compression of new entries (default LZ4).
@@ -424,8 +449,8 @@ impl CacheBuilder {
     pub async fn build(self) -> Result<Cache> {
         // 1. Everything that needs no I/O.
         cachet_core::key::validate_namespace(&self.namespace)?;
-        if let Some(reason) = &self.invalid_memory_tier {
-            return Err(Error::config("memory_tier", reason));
+        if let Some((field, reason)) = self.invalid.iter().next() {
+            return Err(Error::config(field, reason));
         }
         if self.memory_tier == Some(0) {
             return Err(Error::config(
@@ -453,18 +478,12 @@ impl CacheBuilder {
         }
         let observer =
             crate::observe::Observer::new(self.event_capacity, self.metrics_label.as_deref());
-        if let Some(reason) = &self.invalid_ttl {
-            return Err(Error::config("default_ttl", reason));
-        }
         if self.default_ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::config(
                 "default_ttl",
                 "must be longer than zero (entries would never be readable); leave it unset \
                  for entries that never expire",
             ));
-        }
-        if let Some(reason) = &self.invalid_grace {
-            return Err(Error::config("grace", reason));
         }
         if self.grace.is_some_and(|g| g.is_zero()) {
             return Err(Error::config(
@@ -811,4 +830,12 @@ fn resolve_key(source: KeySource, directory: Option<&Path>) -> Result<SigningKey
             })
         }
     }
+}
+
+/// [`parse_ttl`](crate::parse_ttl)'s grammar, with its message (the builder names the field).
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    crate::parse_ttl(text).map_err(|e| match e {
+        Error::Config { message, .. } => message,
+        other => other.to_string(),
+    })
 }

@@ -286,3 +286,36 @@ async fn store_config_and_overrides_apply() {
         "inline threshold 0: even tiny values are blobs"
     );
 }
+
+#[tokio::test]
+async fn every_duration_option_accepts_a_human_duration_and_names_itself_when_bad() {
+    let cache = Cache::builder()
+        .in_memory()
+        .memory_tier(1 << 20)
+        .memory_tier_ttl_str("5m")
+        .soft_timeout_str("250ms")
+        .grace_str("1d")
+        .default_ttl_str("2.5h")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(cache.default_ttl(), Some(Duration::from_secs(9_000)));
+    let bad = [
+        ("memory_tier_ttl", Cache::builder().in_memory().memory_tier_ttl_str("later")),
+        ("soft_timeout", Cache::builder().in_memory().soft_timeout_str("2 fortnights")),
+    ];
+    for (field, builder) in bad {
+        match builder.build().await {
+            Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // A later valid value replaces a bad string.
+    let fixed = Cache::builder()
+        .in_memory()
+        .soft_timeout_str("never")
+        .soft_timeout(Duration::from_secs(1))
+        .build()
+        .await;
+    assert!(fixed.is_ok());
+}

@@ -301,8 +301,16 @@ async fn every_duration_option_accepts_a_human_duration_and_names_itself_when_ba
         .unwrap();
     assert_eq!(cache.default_ttl(), Some(Duration::from_secs(9_000)));
     let bad = [
-        ("memory_tier_ttl", Cache::builder().in_memory().memory_tier_ttl_str("later")),
-        ("soft_timeout", Cache::builder().in_memory().soft_timeout_str("2 fortnights")),
+        (
+            "memory_tier_ttl",
+            Cache::builder().in_memory().memory_tier_ttl_str("later"),
+        ),
+        (
+            "soft_timeout",
+            Cache::builder()
+                .in_memory()
+                .soft_timeout_str("2 fortnights"),
+        ),
     ];
     for (field, builder) in bad {
         match builder.build().await {

@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {} rows", weekend.len());
     }
 
-    let stats = prices.stats()?;
+    let stats = prices.stats().await?;
     println!(
         "fetch calls: {}, rows fetched: {}, rows served: {}, hit ratio in rows: {:.2}",
         calls.load(Ordering::Relaxed),

@@ -65,7 +65,7 @@ pub enum SqlCacheError {
         /// What does not convert.
         detail: String,
     },
-    /// The database failed.
+    /// The SQLite database failed.
     #[error("SQLite {path}: {operation}: {source}")]
     Sqlite {
         /// The database file.
@@ -75,6 +75,16 @@ pub enum SqlCacheError {
         /// SQLite's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The PostgreSQL server failed (or could not be reached).
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL: {operation}: {source}")]
+    Postgres {
+        /// What was being done.
+        operation: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
     },
 }
 

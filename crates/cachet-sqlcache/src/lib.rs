@@ -54,7 +54,7 @@
 //! assert_eq!(week.len(), 2);
 //! let again = prices.get(&serde_json::json!({ "symbol": "ACME" }), "2026-01-04".."2026-01-08").await?;
 //! assert_eq!(again.len(), 2);
-//! assert_eq!(prices.stats()?.fetch_calls, 1); // the second range was covered
+//! assert_eq!(prices.stats().await?.fetch_calls, 1); // the second range was covered
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -62,8 +62,10 @@
 mod cache;
 mod error;
 mod fetcher;
+mod filters;
 pub mod range;
 mod spec;
+mod store;
 
 pub use cache::{RemovalReport, SqlCache, SqlCacheOptions, SqlCacheStats};
 pub use error::{BoxError, Result, SqlCacheError};

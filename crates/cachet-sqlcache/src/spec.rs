@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::error::{Result, SqlCacheError};
 use crate::range::{Point, format_date, parse_date};
 
-/// The type of a column, and how its values look in rows (serde) and in SQLite.
+/// The type of a column, and how its values look in rows (serde) and in SQLite (the crate docs
+/// give the PostgreSQL types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
@@ -29,12 +30,28 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    pub(crate) fn sql(self) -> &'static str {
+    /// The column's type in SQLite.
+    pub(crate) fn sqlite(self) -> &'static str {
         match self {
             ColumnType::Integer | ColumnType::Bool | ColumnType::Timestamp => "INTEGER",
             ColumnType::Float => "REAL",
             ColumnType::Text | ColumnType::Date => "TEXT",
             ColumnType::Bytes => "BLOB",
+        }
+    }
+
+    /// The column's type in PostgreSQL. Dates stay `"YYYY-MM-DD"` text, compared bytewise
+    /// (`COLLATE "C"`) so that ranges compare exactly as in SQLite, whatever the database's
+    /// collation.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(self) -> &'static str {
+        match self {
+            ColumnType::Integer | ColumnType::Timestamp => "BIGINT",
+            ColumnType::Bool => "BOOLEAN",
+            ColumnType::Float => "DOUBLE PRECISION",
+            ColumnType::Text => "TEXT",
+            ColumnType::Date => "TEXT COLLATE \"C\"",
+            ColumnType::Bytes => "BYTEA",
         }
     }
 
@@ -289,8 +306,8 @@ impl TableSpec {
             .and_then(|name| self.columns.iter().find(|c| c.name == name))
     }
 
-    /// The `CREATE TABLE` statement.
-    pub(crate) fn create_sql(&self) -> String {
+    /// The `CREATE TABLE` statement, with the database's names of the column types.
+    pub(crate) fn create_sql(&self, type_name: fn(ColumnType) -> &'static str) -> String {
         let columns: Vec<String> = self
             .columns
             .iter()
@@ -298,7 +315,7 @@ impl TableSpec {
                 format!(
                     "\"{}\" {}{}",
                     c.name,
-                    c.ty.sql(),
+                    type_name(c.ty),
                     if c.nullable { "" } else { " NOT NULL" }
                 )
             })
@@ -459,9 +476,20 @@ pub(crate) fn point_json(column: &Column, point: &Point) -> Value {
     }
 }
 
-/// A point of `column` as an SQLite value, to compare with the stored column.
-pub(crate) fn point_sql(column: &Column, point: &Point) -> rusqlite::types::Value {
-    use rusqlite::types::Value as Sql;
+/// A value as stored in a table, in either database: SQLite's storage classes (a bool is an
+/// integer 0/1, a date is text).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A point of `column` as a stored value, to compare with the stored column.
+pub(crate) fn point_sql(column: &Column, point: &Point) -> SqlValue {
+    use SqlValue as Sql;
     match (column.ty, point) {
         (ColumnType::Date, Point::Int(days)) => Sql::Text(format_date(*days)),
         (_, Point::Int(v)) => Sql::Integer(*v),
@@ -469,9 +497,9 @@ pub(crate) fn point_sql(column: &Column, point: &Point) -> rusqlite::types::Valu
     }
 }
 
-/// A row field (serde's JSON form) as the SQLite value of `column`.
-pub(crate) fn to_sql(column: &Column, value: &Value) -> Result<rusqlite::types::Value> {
-    use rusqlite::types::Value as Sql;
+/// A row field (serde's JSON form) as the stored value of `column`.
+pub(crate) fn to_sql(column: &Column, value: &Value) -> Result<SqlValue> {
+    use SqlValue as Sql;
     let wrong = || {
         SqlCacheError::value(
             &column.name,
@@ -511,9 +539,9 @@ pub(crate) fn to_sql(column: &Column, value: &Value) -> Result<rusqlite::types::
     })
 }
 
-/// An SQLite value of `column` as serde's JSON form.
-pub(crate) fn from_sql(column: &Column, value: rusqlite::types::Value) -> Result<Value> {
-    use rusqlite::types::Value as Sql;
+/// A stored value of `column` as serde's JSON form.
+pub(crate) fn from_sql(column: &Column, value: SqlValue) -> Result<Value> {
+    use SqlValue as Sql;
     Ok(match (column.ty, value) {
         (_, Sql::Null) => Value::Null,
         (ColumnType::Bool, Sql::Integer(v)) => Value::Bool(v != 0),

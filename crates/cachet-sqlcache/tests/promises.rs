@@ -14,6 +14,9 @@ use cachet_sqlcache::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod common;
+use common::{Place, places};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Price {
     symbol: String,
@@ -86,17 +89,18 @@ fn clock() -> ManualClock {
     ManualClock::new(Timestamp(1_767_225_600_000)) // 2026-01-01
 }
 
-fn open(dir: &std::path::Path, source: Exchange, clock: &ManualClock) -> SqlCache<Price> {
-    SqlCache::open_with(
-        dir.join("prices.sqlite"),
-        spec(),
-        source,
-        SqlCacheOptions {
-            clock: Arc::new(clock.clone()),
-            ..SqlCacheOptions::default()
-        },
-    )
-    .unwrap()
+fn on(clock: &ManualClock) -> SqlCacheOptions {
+    SqlCacheOptions {
+        clock: Arc::new(clock.clone()),
+        ..SqlCacheOptions::default()
+    }
+}
+
+impl Place {
+    /// The prices table here, on `clock`.
+    async fn prices(&self, source: Exchange, clock: &ManualClock) -> SqlCache<Price> {
+        self.open(spec(), source, on(clock)).await.unwrap()
+    }
 }
 
 fn acme() -> serde_json::Value {
@@ -105,365 +109,388 @@ fn acme() -> serde_json::Value {
 
 #[tokio::test]
 async fn a_weekend_gap_is_not_refetched() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    // 2026-01-03 and 04 are a Saturday and a Sunday: no rows, but covered.
-    let weekend = cache
-        .get(&acme(), "2026-01-03".."2026-01-05")
-        .await
-        .unwrap();
-    assert!(weekend.is_empty());
-    let again = cache
-        .get(&acme(), "2026-01-03".."2026-01-05")
-        .await
-        .unwrap();
-    assert!(again.is_empty());
-    assert_eq!(
-        source.requests().len(),
-        1,
-        "the empty range counts as covered"
-    );
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        // 2026-01-03 and 04 are a Saturday and a Sunday: no rows, but covered.
+        let weekend = cache
+            .get(&acme(), "2026-01-03".."2026-01-05")
+            .await
+            .unwrap();
+        assert!(weekend.is_empty());
+        let again = cache
+            .get(&acme(), "2026-01-03".."2026-01-05")
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(
+            source.requests().len(),
+            1,
+            "the empty range counts as covered"
+        );
+    }
 }
 
 #[tokio::test]
 async fn an_inner_hole_is_found_and_filled_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    cache
-        .get(&acme(), "2026-01-01".."2026-01-10")
-        .await
-        .unwrap();
-    cache
-        .get(&acme(), "2026-01-20".."2026-01-31")
-        .await
-        .unwrap();
-    let month = cache
-        .get(&acme(), "2026-01-01".."2026-01-31")
-        .await
-        .unwrap();
-    assert_eq!(month, Exchange::rows("ACME", "2026-01-01", "2026-01-31"));
-    assert_eq!(
-        source.requests().last().unwrap(),
-        &("ACME".into(), "2026-01-10".into(), "2026-01-20".into()),
-        "only the hole"
-    );
-    assert_eq!(source.requests().len(), 3);
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        cache
+            .get(&acme(), "2026-01-01".."2026-01-10")
+            .await
+            .unwrap();
+        cache
+            .get(&acme(), "2026-01-20".."2026-01-31")
+            .await
+            .unwrap();
+        let month = cache
+            .get(&acme(), "2026-01-01".."2026-01-31")
+            .await
+            .unwrap();
+        assert_eq!(month, Exchange::rows("ACME", "2026-01-01", "2026-01-31"));
+        assert_eq!(
+            source.requests().last().unwrap(),
+            &("ACME".into(), "2026-01-10".into(), "2026-01-20".into()),
+            "only the hole"
+        );
+        assert_eq!(source.requests().len(), 3);
+    }
 }
 
 #[tokio::test]
 async fn a_second_disjoint_range_is_fetched_not_answered_with_the_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    let january = cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    let march = cache
-        .get(&acme(), "2026-03-01".."2026-04-01")
-        .await
-        .unwrap();
-    assert_eq!(january, Exchange::rows("ACME", "2026-01-01", "2026-02-01"));
-    assert_eq!(march, Exchange::rows("ACME", "2026-03-01", "2026-04-01"));
-    assert!(march.iter().all(|p| p.day.starts_with("2026-03")));
-    assert_eq!(source.requests().len(), 2);
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        let january = cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        let march = cache
+            .get(&acme(), "2026-03-01".."2026-04-01")
+            .await
+            .unwrap();
+        assert_eq!(january, Exchange::rows("ACME", "2026-01-01", "2026-02-01"));
+        assert_eq!(march, Exchange::rows("ACME", "2026-03-01", "2026-04-01"));
+        assert!(march.iter().all(|p| p.day.starts_with("2026-03")));
+        assert_eq!(source.requests().len(), 2);
+    }
 }
 
 #[tokio::test]
 async fn other_filter_values_have_their_own_coverage() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    let other = cache
-        .get(&json!({ "symbol": "INITECH" }), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    assert_eq!(other, Exchange::rows("INITECH", "2026-01-01", "2026-02-01"));
-    assert_eq!(source.requests().len(), 2);
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        let other = cache
+            .get(&json!({ "symbol": "INITECH" }), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        assert_eq!(other, Exchange::rows("INITECH", "2026-01-01", "2026-02-01"));
+        assert_eq!(source.requests().len(), 2);
+    }
 }
 
 #[tokio::test]
 async fn a_fetch_error_is_surfaced_and_the_other_gaps_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    cache
-        .get(&acme(), "2026-01-10".."2026-01-20")
-        .await
-        .unwrap();
-    *source.fail_from.lock().unwrap() = Some("2026-01-20".into());
-    // Two gaps: [01-01, 01-10) succeeds, [01-20, 02-01) fails.
-    let err = cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap_err();
-    match &err {
-        SqlCacheError::Fetch { range, fetched, .. } => {
-            assert!(range.contains("2026-01-20"), "{err}");
-            assert_eq!(*fetched, 1, "{err}");
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        cache
+            .get(&acme(), "2026-01-10".."2026-01-20")
+            .await
+            .unwrap();
+        *source.fail_from.lock().unwrap() = Some("2026-01-20".into());
+        // Two gaps: [01-01, 01-10) succeeds, [01-20, 02-01) fails.
+        let err = cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap_err();
+        match &err {
+            SqlCacheError::Fetch { range, fetched, .. } => {
+                assert!(range.contains("2026-01-20"), "{err}");
+                assert_eq!(*fetched, 1, "{err}");
+            }
+            other => panic!("{other}"),
         }
-        other => panic!("{other}"),
+        assert!(err.to_string().contains("upstream refused ACME"), "{err}");
+        *source.fail_from.lock().unwrap() = None;
+        let before = source.requests().len();
+        let month = cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        assert_eq!(month, Exchange::rows("ACME", "2026-01-01", "2026-02-01"));
+        assert_eq!(
+            source.requests()[before..],
+            [("ACME".into(), "2026-01-20".into(), "2026-02-01".into())],
+            "only the failed gap is fetched again"
+        );
     }
-    assert!(err.to_string().contains("upstream refused ACME"), "{err}");
-    *source.fail_from.lock().unwrap() = None;
-    let before = source.requests().len();
-    let month = cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    assert_eq!(month, Exchange::rows("ACME", "2026-01-01", "2026-02-01"));
-    assert_eq!(
-        source.requests()[before..],
-        [("ACME".into(), "2026-01-20".into(), "2026-02-01".into())],
-        "only the failed gap is fetched again"
-    );
 }
 
 #[tokio::test]
 async fn expiry_refetches_only_the_expired_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let clock = clock();
-    let cache = open(dir.path(), source.clone(), &clock);
-    cache
-        .get(&acme(), "2026-01-01".."2026-01-15")
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(20 * 24 * 3600));
-    cache
-        .get(&acme(), "2026-01-15".."2026-02-01")
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(15 * 24 * 3600)); // the first fetch is 35 days old
-    let before = source.requests().len();
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    assert_eq!(
-        source.requests()[before..],
-        [("ACME".into(), "2026-01-01".into(), "2026-01-15".into())]
-    );
+    for place in places().await {
+        let source = Exchange::default();
+        let clock = clock();
+        let cache = place.prices(source.clone(), &clock).await;
+        cache
+            .get(&acme(), "2026-01-01".."2026-01-15")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(20 * 24 * 3600));
+        cache
+            .get(&acme(), "2026-01-15".."2026-02-01")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(15 * 24 * 3600)); // the first fetch is 35 days old
+        let before = source.requests().len();
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        assert_eq!(
+            source.requests()[before..],
+            [("ACME".into(), "2026-01-01".into(), "2026-01-15".into())]
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_recent_part_expires_sooner() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let clock = clock(); // 2026-01-01
-    let cache: SqlCache<Price> = SqlCache::open_with(
-        dir.path().join("p.sqlite"),
-        spec().recent(Duration::from_secs(24 * 3600), Duration::from_secs(300)),
-        source.clone(),
-        SqlCacheOptions {
-            clock: Arc::new(clock.clone()),
-            ..SqlCacheOptions::default()
-        },
-    )
-    .unwrap();
-    cache
-        .get(&acme(), "2025-12-01".."2026-01-02")
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(600)); // today's part is stale, the rest is not
-    cache
-        .get(&acme(), "2025-12-01".."2026-01-02")
-        .await
-        .unwrap();
-    assert_eq!(
-        source.requests()[1..],
-        [("ACME".into(), "2026-01-01".into(), "2026-01-02".into())]
-    );
+    for place in places().await {
+        let source = Exchange::default();
+        let clock = clock(); // 2026-01-01
+        let cache: SqlCache<Price> = place
+            .open(
+                spec().recent(Duration::from_secs(24 * 3600), Duration::from_secs(300)),
+                source.clone(),
+                on(&clock),
+            )
+            .await
+            .unwrap();
+        cache
+            .get(&acme(), "2025-12-01".."2026-01-02")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(600)); // today's part is stale, the rest is not
+        cache
+            .get(&acme(), "2025-12-01".."2026-01-02")
+            .await
+            .unwrap();
+        assert_eq!(
+            source.requests()[1..],
+            [("ACME".into(), "2026-01-01".into(), "2026-01-02".into())]
+        );
+    }
 }
 
 #[tokio::test]
 async fn concurrent_overlapping_queries_fetch_each_piece_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange {
-        delay: Duration::from_millis(50),
-        ..Exchange::default()
-    };
-    let cache = open(dir.path(), source.clone(), &clock());
-    let ranges = [
-        ("2026-01-01", "2026-02-01"),
-        ("2026-01-15", "2026-02-15"),
-        ("2026-01-01", "2026-02-15"),
-        ("2026-01-20", "2026-01-25"),
-    ];
-    let tasks: Vec<_> = ranges
-        .iter()
-        .map(|(a, b)| {
-            let cache = cache.clone();
-            let (a, b) = (a.to_string(), b.to_string());
-            tokio::spawn(async move { cache.get(&acme(), a.as_str()..b.as_str()).await })
-        })
-        .collect();
-    for (task, (a, b)) in tasks.into_iter().zip(ranges) {
-        assert_eq!(task.await.unwrap().unwrap(), Exchange::rows("ACME", a, b));
-    }
-    // Every day was requested at most once.
-    let mut seen = BTreeSet::new();
-    for (_, start, end) in source.requests() {
-        for d in parse_date(&start).unwrap()..parse_date(&end).unwrap() {
-            assert!(seen.insert(d), "{} fetched twice", day_text(d));
+    for place in places().await {
+        let source = Exchange {
+            delay: Duration::from_millis(50),
+            ..Exchange::default()
+        };
+        let cache = place.prices(source.clone(), &clock()).await;
+        let ranges = [
+            ("2026-01-01", "2026-02-01"),
+            ("2026-01-15", "2026-02-15"),
+            ("2026-01-01", "2026-02-15"),
+            ("2026-01-20", "2026-01-25"),
+        ];
+        let tasks: Vec<_> = ranges
+            .iter()
+            .map(|(a, b)| {
+                let cache = cache.clone();
+                let (a, b) = (a.to_string(), b.to_string());
+                tokio::spawn(async move { cache.get(&acme(), a.as_str()..b.as_str()).await })
+            })
+            .collect();
+        for (task, (a, b)) in tasks.into_iter().zip(ranges) {
+            assert_eq!(task.await.unwrap().unwrap(), Exchange::rows("ACME", a, b));
+        }
+        // Every day was requested at most once.
+        let mut seen = BTreeSet::new();
+        for (_, start, end) in source.requests() {
+            for d in parse_date(&start).unwrap()..parse_date(&end).unwrap() {
+                assert!(seen.insert(d), "{} fetched twice", day_text(d));
+            }
         }
     }
 }
 
 #[tokio::test]
 async fn two_caches_on_one_file_fetch_each_piece_once() {
-    // Two caches stand for two processes: separate connections, locks and holders.
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange {
-        delay: Duration::from_millis(50),
-        ..Exchange::default()
-    };
-    let clock = clock();
-    let a = open(dir.path(), source.clone(), &clock);
-    let b = open(dir.path(), source.clone(), &clock);
-    let filters = acme();
-    let (ra, rb) = tokio::join!(
-        a.get(&filters, "2026-01-01".."2026-02-01"),
-        b.get(&filters, "2026-01-01".."2026-02-01")
-    );
-    assert_eq!(ra.unwrap(), rb.unwrap());
-    assert_eq!(source.requests().len(), 1);
+    for place in places().await {
+        // Two caches stand for two processes: separate connections, locks and holders.
+        let source = Exchange {
+            delay: Duration::from_millis(50),
+            ..Exchange::default()
+        };
+        let clock = clock();
+        let a = place.prices(source.clone(), &clock).await;
+        let b = place.prices(source.clone(), &clock).await;
+        let filters = acme();
+        let (ra, rb) = tokio::join!(
+            a.get(&filters, "2026-01-01".."2026-02-01"),
+            b.get(&filters, "2026-01-01".."2026-02-01")
+        );
+        assert_eq!(ra.unwrap(), rb.unwrap());
+        assert_eq!(source.requests().len(), 1);
+    }
 }
 
 #[tokio::test]
 async fn a_schema_mismatch_on_reopen_gives_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("prices.sqlite");
-    drop(SqlCache::<Price>::open(&path, spec(), Exchange::default()).unwrap());
-    let changed = TableSpec::time_series("prices", "symbol", "day", ColumnType::Date)
-        .column("close", ColumnType::Text);
-    let err = SqlCache::<Price>::open(&path, changed, Exchange::default()).unwrap_err();
-    match &err {
-        SqlCacheError::SchemaMismatch { table, detail } => {
-            assert_eq!(table, "prices");
-            assert!(
-                detail.contains("`close`") && detail.contains("Float"),
-                "{err}"
-            );
+    for place in places().await {
+        let default = SqlCacheOptions::default;
+        drop(place.prices(Exchange::default(), &clock()).await);
+        let changed = TableSpec::time_series("prices", "symbol", "day", ColumnType::Date)
+            .column("close", ColumnType::Text);
+        let err = place
+            .open::<Price, _>(changed, Exchange::default(), default())
+            .await
+            .unwrap_err();
+        match &err {
+            SqlCacheError::SchemaMismatch { table, detail } => {
+                assert_eq!(table, "prices");
+                assert!(
+                    detail.contains("`close`") && detail.contains("Float"),
+                    "{err}"
+                );
+            }
+            other => panic!("{other}"),
         }
-        other => panic!("{other}"),
+        // Adding a nullable column migrates the table instead.
+        let extended = spec().nullable_column("volume", ColumnType::Integer);
+        place
+            .open::<Price, _>(extended, Exchange::default(), default())
+            .await
+            .unwrap();
     }
-    // Adding a nullable column migrates the table instead.
-    let extended = spec().nullable_column("volume", ColumnType::Integer);
-    SqlCache::<Price>::open(&path, extended, Exchange::default()).unwrap();
 }
 
 #[tokio::test]
 async fn a_fetcher_returning_rows_it_was_not_asked_for_is_refused() {
-    struct Sloppy;
-    #[async_trait::async_trait]
-    impl Fetcher<Price> for Sloppy {
-        async fn fetch(&self, _: &FetchRequest) -> Result<Vec<Price>, BoxError> {
-            Ok(Exchange::rows("ACME", "2025-06-01", "2025-06-10"))
+    for place in places().await {
+        struct Sloppy;
+        #[async_trait::async_trait]
+        impl Fetcher<Price> for Sloppy {
+            async fn fetch(&self, _: &FetchRequest) -> Result<Vec<Price>, BoxError> {
+                Ok(Exchange::rows("ACME", "2025-06-01", "2025-06-10"))
+            }
         }
+        let cache = place
+            .open(spec(), Sloppy, SqlCacheOptions::default())
+            .await
+            .unwrap();
+        let err = cache
+            .get(&acme(), "2026-01-01".."2026-01-10")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SqlCacheError::FetcherContract { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            cache.stats().await.unwrap().rows,
+            0,
+            "nothing of that gap was stored"
+        );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cache = SqlCache::open(dir.path().join("p.sqlite"), spec(), Sloppy).unwrap();
-    let err = cache
-        .get(&acme(), "2026-01-01".."2026-01-10")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, SqlCacheError::FetcherContract { .. }),
-        "{err}"
-    );
-    assert_eq!(
-        cache.stats().unwrap().rows,
-        0,
-        "nothing of that gap was stored"
-    );
 }
 
 #[tokio::test]
 async fn invalidation_drops_coverage_and_rows_of_the_range_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = Exchange::default();
-    let cache = open(dir.path(), source.clone(), &clock());
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    let report = cache
-        .invalidate_range(&acme(), "2026-01-10".."2026-01-20")
-        .unwrap();
-    assert_eq!(report.coverage_removed, 1);
-    assert!(report.rows_deleted > 0);
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    assert_eq!(
-        source.requests()[1..],
-        [("ACME".into(), "2026-01-10".into(), "2026-01-20".into())]
-    );
-    cache.invalidate(&acme()).unwrap();
-    assert_eq!(cache.stats().unwrap().rows, 0);
+    for place in places().await {
+        let source = Exchange::default();
+        let cache = place.prices(source.clone(), &clock()).await;
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        let report = cache
+            .invalidate_range(&acme(), "2026-01-10".."2026-01-20")
+            .await
+            .unwrap();
+        assert_eq!(report.coverage_removed, 1);
+        assert!(report.rows_deleted > 0);
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        assert_eq!(
+            source.requests()[1..],
+            [("ACME".into(), "2026-01-10".into(), "2026-01-20".into())]
+        );
+        cache.invalidate(&acme()).await.unwrap();
+        assert_eq!(cache.stats().await.unwrap().rows, 0);
+    }
 }
 
 #[tokio::test]
 async fn stats_count_fetches_rows_and_the_hit_ratio_in_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = open(dir.path(), Exchange::default(), &clock());
-    let first = cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    let stats = cache.stats().unwrap();
-    assert_eq!(stats.fetch_calls, 1);
-    assert_eq!(stats.rows, first.len() as u64);
-    assert_eq!(stats.rows_served, 2 * first.len() as u64);
-    assert!((stats.hit_ratio() - 0.5).abs() < 1e-9);
-    assert_eq!(stats.coverage_intervals, 1);
+    for place in places().await {
+        let cache = place.prices(Exchange::default(), &clock()).await;
+        let first = cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        let stats = cache.stats().await.unwrap();
+        assert_eq!(stats.fetch_calls, 1);
+        assert_eq!(stats.rows, first.len() as u64);
+        assert_eq!(stats.rows_served, 2 * first.len() as u64);
+        assert!((stats.hit_ratio() - 0.5).abs() < 1e-9);
+        assert_eq!(stats.coverage_intervals, 1);
+    }
 }
 
 #[tokio::test]
 async fn cleanup_removes_expired_coverage_and_its_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let cache = open(dir.path(), Exchange::default(), &clock);
-    cache
-        .get(&acme(), "2026-01-01".."2026-02-01")
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(31 * 24 * 3600));
-    let report = cache.cleanup_expired().unwrap();
-    assert_eq!(report.coverage_removed, 1);
-    assert_eq!(cache.stats().unwrap().rows, 0);
+    for place in places().await {
+        let clock = clock();
+        let cache = place.prices(Exchange::default(), &clock).await;
+        cache
+            .get(&acme(), "2026-01-01".."2026-02-01")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(31 * 24 * 3600));
+        let report = cache.cleanup_expired().await.unwrap();
+        assert_eq!(report.coverage_removed, 1);
+        assert_eq!(cache.stats().await.unwrap().rows, 0);
+    }
 }
 
 #[tokio::test]
 async fn wrong_filters_and_bounds_are_refused_with_the_column_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = open(dir.path(), Exchange::default(), &clock());
-    for (filters, bad) in [(json!({}), "symbol"), (json!({"symbol": "A", "x": 1}), "x")] {
-        match cache.get(&filters, "2026-01-01".."2026-01-02").await {
-            Err(SqlCacheError::InvalidValue { column, .. }) => assert_eq!(column, bad),
-            other => panic!("{other:?}"),
+    for place in places().await {
+        let cache = place.prices(Exchange::default(), &clock()).await;
+        for (filters, bad) in [(json!({}), "symbol"), (json!({"symbol": "A", "x": 1}), "x")] {
+            match cache.get(&filters, "2026-01-01".."2026-01-02").await {
+                Err(SqlCacheError::InvalidValue { column, .. }) => assert_eq!(column, bad),
+                other => panic!("{other:?}"),
+            }
         }
+        assert!(matches!(
+            cache.get(&acme(), "2026-02-30".."2026-03-01").await,
+            Err(SqlCacheError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            cache.get(&acme(), 1i64..2i64).await,
+            Err(SqlCacheError::InvalidValue { .. })
+        ));
     }
-    assert!(matches!(
-        cache.get(&acme(), "2026-02-30".."2026-03-01").await,
-        Err(SqlCacheError::InvalidValue { .. })
-    ));
-    assert!(matches!(
-        cache.get(&acme(), 1i64..2i64).await,
-        Err(SqlCacheError::InvalidValue { .. })
-    ));
 }
 
 #[test]

@@ -18,10 +18,15 @@
 //! with its coverage in one transaction; a failed gap is returned as
 //! [`SqlCacheError::Fetch`] while the others stay stored. Two tasks, or two processes, asking
 //! for overlapping missing ranges fetch each piece once: fetching takes a per-combination
-//! lock in the process and a lease row in the database (which expires if its holder dies).
+//! lock in the process and a lease row in the database (renewed while the fetch runs, and
+//! expiring if its holder dies).
 //!
-//! The table lives in its own SQLite database file (not inside the cache index), created by
-//! cachet; rows go in and out as serde structs.
+//! The table lives in its own SQLite database file ([`SqlCache::open`]), or, with the
+//! `postgres` feature, in a PostgreSQL schema shared by many machines
+//! (`SqlCache::open_postgres(pool, ..)`: `BIGINT`, `DOUBLE PRECISION`, `TEXT`, `BOOLEAN`,
+//! `BYTEA` columns, dates as `TEXT COLLATE "C"`); either way not inside the cache index, and
+//! created and migrated by cachet. Rows go in and out as serde structs. A warm `get` reads the
+//! coverage and the rows in one read transaction.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -507,3 +507,217 @@ fn a_filter_outside_the_primary_key_is_refused() {
     }
     assert!(spec.primary_key(["stream", "id"]).validate().is_ok());
 }
+
+/// A row with a column of every type, in an integer-ranged table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Reading {
+    sensor: String,
+    id: i64,
+    ok: bool,
+    value: f64,
+    raw: Vec<u8>,
+    day: String,
+    at: i64,
+    note: Option<String>,
+}
+
+struct Sensors;
+
+impl Sensors {
+    fn readings(sensor: &str, start: i64, end: i64) -> Vec<Reading> {
+        (start..end)
+            .map(|id| Reading {
+                sensor: sensor.to_owned(),
+                id,
+                ok: id % 2 == 0,
+                value: id as f64 / 3.0,
+                raw: vec![0, 255, id as u8],
+                day: day_text(20_000 + id),
+                at: 1_767_225_600_123 + id,
+                note: (id % 3 == 0).then(|| format!("note {id}")),
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Fetcher<Reading> for Sensors {
+    async fn fetch(&self, request: &FetchRequest) -> Result<Vec<Reading>, BoxError> {
+        let (start, end) = request.int_range().unwrap();
+        Ok(Sensors::readings(
+            request.filter_str("sensor").unwrap(),
+            start,
+            end,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn every_column_type_round_trips() {
+    for place in places().await {
+        let spec = TableSpec::event_log("readings", "id")
+            .column("sensor", ColumnType::Text)
+            .column("ok", ColumnType::Bool)
+            .column("value", ColumnType::Float)
+            .column("raw", ColumnType::Bytes)
+            .column("day", ColumnType::Date)
+            .column("at", ColumnType::Timestamp)
+            .nullable_column("note", ColumnType::Text)
+            .filter("sensor")
+            .primary_key(["sensor", "id"]);
+        let cache: SqlCache<Reading> = place
+            .open(spec, Sensors, SqlCacheOptions::default())
+            .await
+            .unwrap();
+        let filters = json!({ "sensor": "north" });
+        let fetched = cache.get(&filters, -2i64..7i64).await.unwrap();
+        let expected = Sensors::readings("north", -2, 7);
+        assert_eq!(fetched, expected);
+        let held = cache.get(&filters, -2i64..7i64).await.unwrap();
+        assert_eq!(held, expected, "read back from the table");
+        assert_eq!(cache.stats().await.unwrap().fetch_calls, 1);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Country {
+    code: String,
+    name: String,
+}
+
+/// Knows two countries; counts its calls.
+#[derive(Clone, Default)]
+struct Registry {
+    calls: Arc<Mutex<u32>>,
+}
+
+#[async_trait::async_trait]
+impl Fetcher<Country> for Registry {
+    async fn fetch(&self, request: &FetchRequest) -> Result<Vec<Country>, BoxError> {
+        *self.calls.lock().unwrap() += 1;
+        let code = request.filter_str("code").unwrap();
+        let name = match code {
+            "FR" => "France",
+            "JP" => "Japan",
+            _ => return Ok(Vec::new()),
+        };
+        Ok(vec![Country {
+            code: code.into(),
+            name: name.into(),
+        }])
+    }
+}
+
+#[tokio::test]
+async fn a_lookup_table_fetches_each_key_once_per_ttl() {
+    for place in places().await {
+        let clock = clock();
+        let registry = Registry::default();
+        let spec = TableSpec::lookup_table("countries", "code", ColumnType::Text)
+            .column("name", ColumnType::Text)
+            .ttl(Duration::from_secs(3600));
+        let cache: SqlCache<Country> = place
+            .open(spec, registry.clone(), on(&clock))
+            .await
+            .unwrap();
+        let france = json!({ "code": "FR" });
+        let unknown = json!({ "code": "XX" });
+        for _ in 0..3 {
+            assert_eq!(cache.get_all(&france).await.unwrap()[0].name, "France");
+            assert!(cache.get_all(&unknown).await.unwrap().is_empty());
+        }
+        assert_eq!(
+            *registry.calls.lock().unwrap(),
+            2,
+            "an unknown key is a covered key"
+        );
+        clock.advance(Duration::from_secs(3600));
+        cache.get_all(&france).await.unwrap();
+        assert_eq!(
+            *registry.calls.lock().unwrap(),
+            3,
+            "refetched after its TTL"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_longer_than_the_lease_is_not_repeated_by_another_process() {
+    // The lease is renewed while the fetch runs: the other cache waits instead of taking an
+    // expired lease and fetching the same range again.
+    for place in places().await {
+        let source = Exchange {
+            delay: Duration::from_millis(900),
+            ..Exchange::default()
+        };
+        let short_lease = SqlCacheOptions {
+            lease: Duration::from_millis(200),
+            ..on(&clock())
+        };
+        let a: SqlCache<Price> = place
+            .open(spec(), source.clone(), short_lease.clone())
+            .await
+            .unwrap();
+        let b: SqlCache<Price> = place
+            .open(spec(), source.clone(), short_lease)
+            .await
+            .unwrap();
+        let filters = acme();
+        let late_b = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.get(&filters, "2026-01-01".."2026-02-01").await
+        };
+        let (ra, rb) = tokio::join!(a.get(&filters, "2026-01-01".."2026-02-01"), late_b);
+        assert_eq!(ra.unwrap(), rb.unwrap());
+        assert_eq!(source.requests().len(), 1, "fetched once, by one holder");
+    }
+}
+
+/// Returns every row twice, the second time with another close.
+struct Stutter;
+
+#[async_trait::async_trait]
+impl Fetcher<Price> for Stutter {
+    async fn fetch(&self, request: &FetchRequest) -> Result<Vec<Price>, BoxError> {
+        let (start, end) = request.date_range().unwrap();
+        let rows = Exchange::rows("ACME", start, end);
+        let corrected = rows.iter().cloned().map(|mut p| {
+            p.close += 1000.0;
+            p
+        });
+        Ok(rows.clone().into_iter().chain(corrected).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_key_returned_twice_by_the_fetcher_keeps_its_last_row() {
+    for place in places().await {
+        let cache: SqlCache<Price> = place
+            .open(spec(), Stutter, SqlCacheOptions::default())
+            .await
+            .unwrap();
+        let week = cache
+            .get(&acme(), "2026-01-05".."2026-01-10")
+            .await
+            .unwrap();
+        assert_eq!(week.len(), 5);
+        assert!(week.iter().all(|p| p.close >= 1000.0), "{week:?}");
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn an_unreachable_postgres_server_is_a_typed_error() {
+    use std::str::FromStr;
+    // Nothing listens on port 1; the pool gives up after its acquire timeout.
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(options);
+    let err = SqlCache::<Price>::open_postgres(pool, spec(), Exchange::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SqlCacheError::Postgres { .. }), "{err}");
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+}

@@ -13,6 +13,9 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod common;
+use common::places;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Event {
     stream: String,
@@ -76,17 +79,23 @@ fn run(steps: &[Step]) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(Timestamp(1_000_000));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let spec = TableSpec::event_log("events", "id")
-            .column("stream", ColumnType::Text)
-            .column("payload", ColumnType::Text)
-            .filter("stream")
-            .primary_key(["stream", "id"])
-            .ttl(Duration::from_millis(TTL_MS as u64));
-        let cache: SqlCache<Event> = SqlCache::open_with(
-            dir.path().join("events.sqlite"),
+        for place in places().await {
+            check(&place, steps).await;
+        }
+    });
+}
+
+async fn check(place: &common::Place, steps: &[Step]) {
+    let clock = ManualClock::new(Timestamp(1_000_000));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let spec = TableSpec::event_log("events", "id")
+        .column("stream", ColumnType::Text)
+        .column("payload", ColumnType::Text)
+        .filter("stream")
+        .primary_key(["stream", "id"])
+        .ttl(Duration::from_millis(TTL_MS as u64));
+    let cache: SqlCache<Event> = place
+        .open(
             spec,
             Log {
                 clock: clock.clone(),
@@ -97,37 +106,37 @@ fn run(steps: &[Step]) {
                 ..SqlCacheOptions::default()
             },
         )
+        .await
         .unwrap();
-        for step in steps {
-            match step {
-                Step::Wait { ms } => clock.advance(Duration::from_millis(*ms as u64)),
-                Step::Get { stream, start, len } => {
-                    let stream = format!("s{stream}");
-                    let before = requests.lock().unwrap().len();
-                    let got = cache
-                        .get(&json!({ "stream": stream }), *start..start + len)
-                        .await
-                        .unwrap();
-                    assert_eq!(got, source_rows(&stream, *start, start + len));
-                    // Every new request avoids what earlier requests of the stream covered
-                    // and is still fresh.
-                    let all = requests.lock().unwrap().clone();
-                    for (s, a, b, at) in &all[before..] {
-                        for (s2, a2, b2, at2) in &all[..before] {
-                            let fresh = at - at2 < TTL_MS;
-                            let overlap = a < b2 && a2 < b;
-                            assert!(
-                                !(s == s2 && fresh && overlap),
-                                "asked again for [{a}, {b}) of {s}, covered by [{a2}, {b2}) \
-                                 fetched {} ms earlier",
-                                at - at2
-                            );
-                        }
+    for step in steps {
+        match step {
+            Step::Wait { ms } => clock.advance(Duration::from_millis(*ms as u64)),
+            Step::Get { stream, start, len } => {
+                let stream = format!("s{stream}");
+                let before = requests.lock().unwrap().len();
+                let got = cache
+                    .get(&json!({ "stream": stream }), *start..start + len)
+                    .await
+                    .unwrap();
+                assert_eq!(got, source_rows(&stream, *start, start + len));
+                // Every new request avoids what earlier requests of the stream covered
+                // and is still fresh.
+                let all = requests.lock().unwrap().clone();
+                for (s, a, b, at) in &all[before..] {
+                    for (s2, a2, b2, at2) in &all[..before] {
+                        let fresh = at - at2 < TTL_MS;
+                        let overlap = a < b2 && a2 < b;
+                        assert!(
+                            !(s == s2 && fresh && overlap),
+                            "asked again for [{a}, {b}) of {s}, covered by [{a2}, {b2}) \
+                             fetched {} ms earlier",
+                            at - at2
+                        );
                     }
                 }
             }
         }
-    });
+    }
 }
 
 proptest! {

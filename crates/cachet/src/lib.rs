@@ -79,8 +79,10 @@
 //! | `meta-sqlite` | yes | the SQLite index (`sqlite://`, the index of [`Cache::open`]); [`backends::sqlite`] |
 //! | `blob-fs` | yes | filesystem blobs (`file://`, the blobs of [`Cache::open`]); [`backends::fs`] |
 //! | `macros` | yes | [`#[memoize]`](memoize): cache a function's results by its arguments |
-//! | `meta-postgres` | — | planned: a PostgreSQL index shared by many machines |
-//! | `blob-s3` | — | planned: S3-compatible object storage |
+//! | `meta-postgres` | — | a PostgreSQL index shared by many machines (`postgres://`) |
+//! | `blob-s3` | — | S3-compatible object storage (`s3://`) |
+//! | `sqlcache` | — | [`sqlcache`]: a pull-through cache of tables fetched by range, in SQLite |
+//! | `sqlcache-postgres` | — | the same, with tables in PostgreSQL |
 //!
 //! With `default-features = false` only `memory://` and custom backends
 //! ([`CacheBuilder::index_backend`], [`CacheBuilder::blob_backend`]) are available.

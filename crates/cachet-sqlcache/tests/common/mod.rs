@@ -36,14 +36,12 @@ impl fmt::Display for Place {
 
 /// Every place this build and environment offer, each fresh.
 pub async fn places() -> Vec<Place> {
-    let mut places = vec![Place::Sqlite(
-        tempfile::tempdir().expect("a temporary directory"),
-    )];
+    let sqlite = Place::Sqlite(tempfile::tempdir().expect("a temporary directory"));
     #[cfg(feature = "postgres")]
     if let Some(url) = cachet_core::testing::service_env("DATABASE_URL") {
-        places.push(postgres_place(url).await);
+        return vec![sqlite, postgres_place(url).await];
     }
-    places
+    vec![sqlite]
 }
 
 impl Place {

@@ -1,8 +1,11 @@
-//! Shared helpers for cachet's benchmarks: the criterion benches (`benches/engine.rs`) and the
-//! peer comparison binary (`src/bin/compare.rs`).
+//! Shared helpers for cachet's benchmarks: the criterion benches (`benches/engine.rs`,
+//! `benches/sqlcache.rs`), the peer comparison binary (`src/bin/compare.rs`) and the SQL-cache
+//! report (`src/bin/sqlcache.rs`, whose workload is [`sqlcache_workload`]).
 //!
 //! Everything here is deterministic (seeded generators) so that runs are comparable, and cheap
 //! enough not to dominate what is measured: the data generators run at several GiB/s.
+
+pub mod sqlcache_workload;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -35,7 +35,10 @@ fn loading_fetches_each_symbol_once_with_every_trading_day() {
             end: day("2026-01-01"),
         }
     );
-    assert_eq!(workload.cache.stats().expect("stats").rows, 5 * 261);
+    assert_eq!(
+        rt.block_on(workload.cache.stats()).expect("stats").rows,
+        5 * 261
+    );
 }
 
 #[test]
@@ -54,7 +57,12 @@ fn warm_queries_make_no_fetch_call_and_return_the_fetched_rows() {
     }
     assert_eq!(workload.check_no_fetch(mark), Ok(()));
     assert_eq!(workload.log.calls(), mark);
-    assert_eq!(workload.cache.stats().expect("stats").fetch_calls, 5);
+    assert_eq!(
+        rt.block_on(workload.cache.stats())
+            .expect("stats")
+            .fetch_calls,
+        5
+    );
 }
 
 #[test]

@@ -218,7 +218,7 @@ fn run(config: Config, failures: &mut Vec<String>) -> Result<Vec<Row>, BoxError>
     });
 
     // The cache's own counter agrees with the fetcher's log.
-    let stats = workload.cache.stats()?;
+    let stats = rt.block_on(workload.cache.stats())?;
     if stats.fetch_calls != workload.log.calls() as u64 {
         failures.push(format!(
             "SqlCacheStats::fetch_calls is {}, the fetcher was called {} times",

@@ -263,7 +263,7 @@ pub struct Workload {
     covered_end: Vec<i64>,
     /// Where the next extension goes (round robin over the symbols).
     next_extension: usize,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Workload {
@@ -278,7 +278,37 @@ impl Workload {
             spec(),
             FakeMarket::new(log.clone()),
         )?;
-        Ok(Workload {
+        Ok(Workload::new(cache, log, scale, Some(dir)))
+    }
+
+    /// A fresh, empty cache in the PostgreSQL server at `url`, in a schema of its own
+    /// (`sqlcache_bench_<pid>`, replaced if it exists).
+    pub async fn open_postgres(scale: Scale, url: &str) -> Result<Workload, BoxError> {
+        use sqlx::Connection;
+        use std::str::FromStr;
+        let schema = format!("sqlcache_bench_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(url).await?;
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+            format!("CREATE SCHEMA \"{schema}\""),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await?;
+        }
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .options([("search_path", schema.as_str())]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let log = FetchLog::default();
+        let cache = SqlCache::open_postgres(pool, spec(), FakeMarket::new(log.clone())).await?;
+        Ok(Workload::new(cache, log, scale, None))
+    }
+
+    fn new(cache: SqlCache<Price>, log: FetchLog, scale: Scale, dir: Option<TempDir>) -> Workload {
+        Workload {
             cache,
             log,
             symbols: (0..scale.symbols).map(symbol_name).collect(),
@@ -286,7 +316,7 @@ impl Workload {
             covered_end: vec![scale.end; scale.symbols],
             next_extension: 0,
             _dir: dir,
-        })
+        }
     }
 
     /// Loads every symbol over the whole scale, one `get` per symbol, and checks that each

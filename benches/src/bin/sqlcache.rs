@@ -9,7 +9,8 @@
 //! cargo run --release -p cachet-benches --bin sqlcache -- --quick # 5 symbols, 1 year (seconds)
 //! ```
 //!
-//! Options: `--quick`, `--queries N` (warm queries of each length, default 2,000),
+//! Options: `--quick`, `--postgres` (the table in the PostgreSQL server of `DATABASE_URL`,
+//! in a schema of its own, instead of an SQLite file), `--queries N` (warm queries of each length, default 2,000),
 //! `--extensions N` (one-day extensions, default 500: one per symbol).
 //!
 //! Method: the workload of `cachet_benches::sqlcache_workload` (an SQLite file in a fresh
@@ -34,9 +35,11 @@ use cachet_benches::sqlcache_workload::{MONTH, Scale, Workload, YEAR};
 /// The warm-query target of the issue.
 const TARGET: Duration = Duration::from_millis(1);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Config {
     quick: bool,
+    /// The PostgreSQL server to hold the table (`--postgres`: `DATABASE_URL`).
+    postgres: Option<String>,
     queries: usize,
     extensions: usize,
 }
@@ -45,6 +48,7 @@ impl Config {
     fn from_args() -> Result<Config, String> {
         let mut config = Config {
             quick: false,
+            postgres: None,
             queries: 2_000,
             extensions: 500,
         };
@@ -57,10 +61,18 @@ impl Config {
             };
             match arg.as_str() {
                 "--quick" => config.quick = true,
+                "--postgres" => {
+                    config.postgres = Some(
+                        std::env::var("DATABASE_URL")
+                            .map_err(|_| "--postgres needs DATABASE_URL".to_owned())?,
+                    );
+                }
                 "--queries" => queries = Some(number("--queries")?),
                 "--extensions" => extensions = Some(number("--extensions")?),
                 "-h" | "--help" => {
-                    println!("usage: sqlcache [--quick] [--queries N] [--extensions N]");
+                    println!(
+                        "usage: sqlcache [--quick] [--postgres] [--queries N] [--extensions N]"
+                    );
                     std::process::exit(0);
                 }
                 "--bench" => {}
@@ -114,7 +126,10 @@ fn run(config: Config, failures: &mut Vec<String>) -> Result<Vec<Row>, BoxError>
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut workload = Workload::open(scale)?;
+    let mut workload = match &config.postgres {
+        Some(url) => rt.block_on(Workload::open_postgres(scale, url))?,
+        None => Workload::open(scale)?,
+    };
     println!(
         "cachet sqlcache: {} symbols, daily rows Monday to Friday from {} to {} (exclusive), \
          {} warm queries of each length, {} one-day extensions",

@@ -300,12 +300,17 @@ where
         let now = self.inner.options.clock.now();
         let held =
             |records: &[Coverage]| span.is_empty() || self.gaps(records, span, now).is_empty();
-        let (rows, fetched_rows) = match store.read_if_held(spec, &filters, span, &held).await? {
+        let (rows, fetched_rows) = match store
+            .read_if_held(spec, &filters, span, Some(&held))
+            .await?
+        {
             Some(rows) => (rows, 0),
             None => {
                 let fetched = self.fill(&filters, span).await?;
+                // What was just stored: no coverage check (a TTL shorter than the fetch
+                // would otherwise send this call round again).
                 let rows = store
-                    .read_if_held(spec, &filters, span, &|_| true)
+                    .read_if_held(spec, &filters, span, None)
                     .await?
                     .unwrap_or_default();
                 (rows, fetched)

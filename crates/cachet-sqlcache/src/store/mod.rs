@@ -47,13 +47,14 @@ pub(crate) trait TableStore: Send + Sync {
     async fn coverage(&self, spec: &TableSpec, key: &str) -> Result<Vec<Coverage>>;
 
     /// In one consistent read: the combination's coverage records, and when `held` accepts
-    /// them, its rows in `span` ordered by the range column then the primary key.
+    /// them, its rows in `span` ordered by the range column then the primary key (`None`
+    /// for `held` reads the rows without looking at the coverage).
     async fn read_if_held(
         &self,
         spec: &TableSpec,
         filters: &Filters,
         span: Span,
-        held: CoverageCheck<'_>,
+        held: Option<CoverageCheck<'_>>,
     ) -> Result<Option<StoredRows>>;
 
     /// Replaces the combination's rows in `gap` by `rows` and records `gap` as covered at

@@ -179,16 +179,17 @@ impl TableStore for PostgresStore {
         spec: &TableSpec,
         filters: &Filters,
         span: Span,
-        held: CoverageCheck<'_>,
+        held: Option<CoverageCheck<'_>>,
     ) -> Result<Option<StoredRows>> {
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(fail("begin a read"))?;
-        let records = coverage_records(&mut tx, spec, &filters.key).await?;
-        if !held(&records) {
-            return Ok(None);
+        if let Some(held) = held {
+            if !held(&coverage_records(&mut tx, spec, &filters.key).await?) {
+                return Ok(None);
+            }
         }
         let mut query = QueryBuilder::<Postgres>::new(format!(
             "SELECT {} FROM \"{}\" WHERE ",

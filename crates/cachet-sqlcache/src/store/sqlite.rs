@@ -93,9 +93,7 @@ impl SqliteStore {
     /// new nullable columns).
     pub(crate) fn ensure_table(&self, spec: &TableSpec) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.fail("begin the table check"))?;
+        let tx = self.immediate(&mut conn, "begin the table check")?;
         let stored: Option<String> = tx
             .query_row(
                 "SELECT schema FROM _cachet_sqlcache_tables WHERE name = ?1",
@@ -139,6 +137,83 @@ impl SqliteStore {
         tx.commit().map_err(self.fail("commit the table check"))
     }
 
+    /// One combination's coverage records.
+    fn coverage_records(
+        &self,
+        conn: &Connection,
+        spec: &TableSpec,
+        key: &str,
+    ) -> Result<Vec<Coverage>> {
+        let fail = || self.fail("read coverage");
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT lo, hi, fetched_at FROM _cachet_sqlcache_coverage \
+                 WHERE tbl = ?1 AND filter_key = ?2",
+            )
+            .map_err(fail())?;
+        let rows = stmt
+            .query_map(params![spec.name, key], |r| {
+                Ok((
+                    r.get::<_, Sql>(0)?,
+                    r.get::<_, Sql>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(fail())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (lo, hi, fetched_at) = row.map_err(fail())?;
+            let bounds = match (point(lo), point(hi)) {
+                (Some(lo), Some(hi)) => Some((lo, hi)),
+                _ => None,
+            };
+            out.push(Coverage {
+                span: coverage_span(spec, bounds)?,
+                fetched_at,
+            });
+        }
+        Ok(out)
+    }
+
+    fn insert_coverage(
+        &self,
+        conn: &Connection,
+        spec: &TableSpec,
+        key: &str,
+        record: &Coverage,
+    ) -> Result<()> {
+        let stored = |p: Point| match p {
+            Point::Int(v) => Sql::Integer(v),
+            Point::Float(v) => Sql::Real(v),
+        };
+        let (lo, hi) = match coverage_bounds(spec, record.span) {
+            Some((lo, hi)) => (stored(lo), stored(hi)),
+            None => (Sql::Null, Sql::Null),
+        };
+        conn.prepare_cached(INSERT_COVERAGE)
+            .and_then(|mut insert| {
+                insert.execute(params![spec.name, key, lo, hi, record.fetched_at])
+            })
+            .map_err(self.fail("record coverage"))?;
+        Ok(())
+    }
+
+    /// Deletes one combination's rows in `span`; counts them.
+    fn delete_rows(
+        &self,
+        conn: &Connection,
+        spec: &TableSpec,
+        filters: &Filters,
+        span: Span,
+    ) -> Result<u64> {
+        let (where_, args) = where_clause(spec, filters, span)?;
+        let deleted = conn
+            .prepare_cached(&format!("DELETE FROM \"{}\" WHERE {where_}", spec.name))
+            .and_then(|mut delete| delete.execute(params_from_iter(args)))
+            .map_err(self.fail("delete rows"))?;
+        Ok(deleted as u64)
+    }
+
     /// `BEGIN IMMEDIATE`: takes the database's write lock now, so that what the
     /// transaction reads stays true until it commits.
     fn immediate<'c>(&self, conn: &'c mut Connection, operation: &str) -> Result<Transaction<'c>> {
@@ -154,7 +229,7 @@ impl TableStore for SqliteStore {
     }
 
     async fn coverage(&self, spec: &TableSpec, key: &str) -> Result<Vec<Coverage>> {
-        coverage_records(&self.conn(), spec, key).map_err(self.fail("read coverage"))?
+        self.coverage_records(&self.conn(), spec, key)
     }
 
     async fn read_if_held(
@@ -162,15 +237,15 @@ impl TableStore for SqliteStore {
         spec: &TableSpec,
         filters: &Filters,
         span: Span,
-        held: CoverageCheck<'_>,
+        held: Option<CoverageCheck<'_>>,
     ) -> Result<Option<StoredRows>> {
         let mut conn = self.conn();
         // A deferred transaction: both reads see one snapshot.
         let tx = conn.transaction().map_err(self.fail("begin a read"))?;
-        let records =
-            coverage_records(&tx, spec, &filters.key).map_err(self.fail("read coverage"))??;
-        if !held(&records) {
-            return Ok(None);
+        if let Some(held) = held {
+            if !held(&self.coverage_records(&tx, spec, &filters.key)?) {
+                return Ok(None);
+            }
         }
         let (where_, args) = where_clause(spec, filters, span)?;
         let sql = format!(
@@ -208,8 +283,7 @@ impl TableStore for SqliteStore {
         let mut conn = self.conn();
         let tx = self.immediate(&mut conn, "begin a store")?;
         {
-            delete_rows(&tx, spec, filters, gap)
-                .map_err(self.fail("delete the rows replaced"))??;
+            self.delete_rows(&tx, spec, filters, gap)?;
             let marks = vec!["?"; spec.columns.len()].join(", ");
             let mut insert = tx
                 .prepare_cached(&format!(
@@ -223,7 +297,7 @@ impl TableStore for SqliteStore {
                     .execute(params_from_iter(row.iter()))
                     .map_err(self.fail("insert a fetched row"))?;
             }
-            insert_coverage(
+            self.insert_coverage(
                 &tx,
                 spec,
                 &filters.key,
@@ -231,8 +305,7 @@ impl TableStore for SqliteStore {
                     span: gap,
                     fetched_at,
                 },
-            )
-            .map_err(self.fail("record coverage"))?;
+            )?;
         }
         tx.commit().map_err(self.fail("commit a store"))
     }
@@ -245,8 +318,7 @@ impl TableStore for SqliteStore {
     ) -> Result<RemovalReport> {
         let mut conn = self.conn();
         let tx = self.immediate(&mut conn, "begin an invalidation")?;
-        let records =
-            coverage_records(&tx, spec, &filters.key).map_err(self.fail("read coverage"))??;
+        let records = self.coverage_records(&tx, spec, &filters.key)?;
         let (kept, cut) = cut_coverage(&records, span);
         tx.execute(
             "DELETE FROM _cachet_sqlcache_coverage WHERE tbl = ?1 AND filter_key = ?2",
@@ -254,11 +326,9 @@ impl TableStore for SqliteStore {
         )
         .map_err(self.fail("delete coverage"))?;
         for record in &kept {
-            insert_coverage(&tx, spec, &filters.key, record)
-                .map_err(self.fail("record coverage"))?;
+            self.insert_coverage(&tx, spec, &filters.key, record)?;
         }
-        let rows_deleted =
-            delete_rows(&tx, spec, filters, span).map_err(self.fail("delete rows"))??;
+        let rows_deleted = self.delete_rows(&tx, spec, filters, span)?;
         tx.commit().map_err(self.fail("commit an invalidation"))?;
         Ok(RemovalReport {
             coverage_removed: cut,
@@ -313,12 +383,10 @@ impl TableStore for SqliteStore {
                 params![spec.name, filters.key, cutoff],
             )
             .map_err(self.fail("delete expired coverage"))? as u64;
-        let remaining =
-            coverage_records(&tx, spec, &filters.key).map_err(self.fail("read coverage"))??;
+        let remaining = self.coverage_records(&tx, spec, &filters.key)?;
         let mut rows_deleted = 0;
         for hole in uncovered(spec, &remaining) {
-            rows_deleted += delete_rows(&tx, spec, filters, hole)
-                .map_err(self.fail("delete uncovered rows"))??;
+            rows_deleted += self.delete_rows(&tx, spec, filters, hole)?;
         }
         tx.commit().map_err(self.fail("commit a cleanup"))?;
         Ok(RemovalReport {
@@ -401,68 +469,12 @@ pub(crate) fn sqlite_failure(
     }
 }
 
-/// One combination's coverage records. The outer result is SQLite's, the inner one a record
-/// that does not fit the spec.
-fn coverage_records(
-    conn: &Connection,
-    spec: &TableSpec,
-    key: &str,
-) -> rusqlite::Result<Result<Vec<Coverage>>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT lo, hi, fetched_at FROM _cachet_sqlcache_coverage \
-         WHERE tbl = ?1 AND filter_key = ?2",
-    )?;
-    let rows = stmt.query_map(params![spec.name, key], |r| {
-        Ok((
-            r.get::<_, Sql>(0)?,
-            r.get::<_, Sql>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (lo, hi, fetched_at) = row?;
-        let bounds = match (point(lo), point(hi)) {
-            (Some(lo), Some(hi)) => Some((lo, hi)),
-            _ => None,
-        };
-        match coverage_span(spec, bounds) {
-            Ok(span) => out.push(Coverage { span, fetched_at }),
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    Ok(Ok(out))
-}
-
 fn point(value: Sql) -> Option<Point> {
     match value {
         Sql::Integer(v) => Some(Point::Int(v)),
         Sql::Real(v) => Some(Point::Float(v)),
         _ => None,
     }
-}
-
-fn insert_coverage(
-    conn: &Connection,
-    spec: &TableSpec,
-    key: &str,
-    record: &Coverage,
-) -> rusqlite::Result<usize> {
-    let stored = |p: Point| match p {
-        Point::Int(v) => Sql::Integer(v),
-        Point::Float(v) => Sql::Real(v),
-    };
-    let (lo, hi) = match coverage_bounds(spec, record.span) {
-        Some((lo, hi)) => (stored(lo), stored(hi)),
-        None => (Sql::Null, Sql::Null),
-    };
-    conn.prepare_cached(INSERT_COVERAGE)?.execute(params![
-        spec.name,
-        key,
-        lo,
-        hi,
-        record.fetched_at
-    ])
 }
 
 /// `WHERE` of one combination's rows in `span`, with its arguments.
@@ -478,23 +490,6 @@ fn where_clause(
         args.push(value);
     }
     Ok((parts.join(" AND "), args))
-}
-
-/// Deletes one combination's rows in `span`; counts them.
-fn delete_rows(
-    conn: &Connection,
-    spec: &TableSpec,
-    filters: &Filters,
-    span: Span,
-) -> rusqlite::Result<Result<u64>> {
-    let (where_, args) = match where_clause(spec, filters, span) {
-        Ok(clause) => clause,
-        Err(e) => return Ok(Err(e)),
-    };
-    let deleted = conn
-        .prepare_cached(&format!("DELETE FROM \"{}\" WHERE {where_}", spec.name))?
-        .execute(params_from_iter(args))?;
-    Ok(Ok(deleted as u64))
 }
 
 fn from_sqlite(value: Sql) -> SqlValue {

@@ -5,6 +5,7 @@
 //! (an unreadable index, an invalid namespace, arguments that are not valid key parameters),
 //! the failure is logged with `tracing::warn!` and the function runs uncached.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -44,6 +45,22 @@ impl Memo {
         }
     }
 
+    /// The cache the entries go to: `cache`, or its view of the memo's namespace.
+    fn scoped<'c>(&self, cache: &'c Cache) -> Cow<'c, Cache> {
+        match self.namespace {
+            Some(ns) => Cow::Owned(cache.namespace(ns)),
+            None => Cow::Borrowed(cache),
+        }
+    }
+
+    /// [`scoped`](Self::scoped) for the blocking cache.
+    fn scoped_blocking<'c>(&self, cache: &'c blocking::Cache) -> Cow<'c, blocking::Cache> {
+        match self.namespace {
+            Some(ns) => Cow::Owned(cache.namespace(ns)),
+            None => Cow::Borrowed(cache),
+        }
+    }
+
     fn uncached(&self, error: &Error) {
         match error {
             // A waiter whose leader's computation failed: computing is simply our turn.
@@ -70,15 +87,9 @@ where
         Ok(key) => {
             let slot = &mut compute;
             let init = move || (slot.take().expect(COMPUTED_ONCE))();
-            match memo.namespace {
-                Some(ns) => {
-                    cache
-                        .namespace(ns)
-                        .get_with_options(key, memo.options(), init)
-                        .await
-                }
-                None => cache.get_with_options(key, memo.options(), init).await,
-            }
+            memo.scoped(cache)
+                .get_with_options(key, memo.options(), init)
+                .await
         }
         Err(e) => Err(e),
     };
@@ -115,15 +126,9 @@ where
                     NotCached
                 })
             };
-            match memo.namespace {
-                Some(ns) => {
-                    cache
-                        .namespace(ns)
-                        .try_get_with_options(key, memo.options(), init)
-                        .await
-                }
-                None => cache.try_get_with_options(key, memo.options(), init).await,
-            }
+            memo.scoped(cache)
+                .try_get_with_options(key, memo.options(), init)
+                .await
         }
         Err(e) => Err(e),
     };
@@ -153,12 +158,8 @@ where
         Ok(key) => {
             let slot = &mut compute;
             let init = move || (slot.take().expect(COMPUTED_ONCE))();
-            match memo.namespace {
-                Some(ns) => cache
-                    .namespace(ns)
-                    .get_with_options(key, memo.options(), init),
-                None => cache.get_with_options(key, memo.options(), init),
-            }
+            memo.scoped_blocking(cache)
+                .get_with_options(key, memo.options(), init)
         }
         Err(e) => Err(e),
     };
@@ -194,12 +195,8 @@ where
                     NotCached
                 })
             };
-            match memo.namespace {
-                Some(ns) => cache
-                    .namespace(ns)
-                    .try_get_with_options(key, memo.options(), init),
-                None => cache.try_get_with_options(key, memo.options(), init),
-            }
+            memo.scoped_blocking(cache)
+                .try_get_with_options(key, memo.options(), init)
         }
         Err(e) => Err(e),
     };

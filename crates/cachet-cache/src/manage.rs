@@ -258,20 +258,10 @@ impl Cache {
                     (_, None) => None,
                     (ticket, Some(entry)) => {
                         let raw = values.next().expect("one read per live entry");
-                        if entry.meta.data_type != cachet_core::DataType::Bytes {
-                            return Err(Error::TypeMismatch {
-                                key: key.to_string(),
-                                expected: "bytes".into(),
-                                found: format!("{} data", entry.meta.data_type),
-                            });
-                        }
-                        match raw {
-                            Ok(bytes) => {
-                                tier.backfill(*ticket, &entry.meta, &bytes, self.now());
-                                Some((bytes, entry.meta.raw_size.into()))
-                            }
-                            Err(e) => self.integrity(key, e)?,
-                        }
+                        self.batch_bytes(key, &entry.meta, raw)?.map(|bytes| {
+                            tier.backfill(*ticket, &entry.meta, &bytes, self.now());
+                            (bytes, entry.meta.raw_size.into())
+                        })
                     }
                 },
             };
@@ -299,23 +289,35 @@ impl Cache {
             let found = match entry {
                 Some(entry) => {
                     let raw = values.next().expect("one read per live entry");
-                    if entry.meta.data_type != cachet_core::DataType::Bytes {
-                        return Err(Error::TypeMismatch {
-                            key: key.to_string(),
-                            expected: "bytes".into(),
-                            found: format!("{} data", entry.meta.data_type),
-                        });
-                    }
-                    match raw {
-                        Ok(bytes) => Some((bytes, entry.meta.raw_size)),
-                        Err(e) => self.integrity(key, e)?,
-                    }
+                    self.batch_bytes(key, &entry.meta, raw)?
+                        .map(|bytes| (bytes, entry.meta.raw_size))
                 }
                 None => None,
             };
             out.push(self.count(key, found));
         }
         Ok(out)
+    }
+
+    /// One value read by a bytes batch: `TypeMismatch` for a serde value, and a damaged one
+    /// handled by the integrity rule (a miss unless strict).
+    fn batch_bytes(
+        &self,
+        key: &CacheKey,
+        meta: &EntryMeta,
+        raw: Result<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        if meta.data_type != cachet_core::DataType::Bytes {
+            return Err(Error::TypeMismatch {
+                key: key.to_string(),
+                expected: "bytes".into(),
+                found: format!("{} data", meta.data_type),
+            });
+        }
+        match raw {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => self.integrity(key, e),
+        }
     }
 
     fn keys<K: IntoCacheKey>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<CacheKey>> {
